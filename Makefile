@@ -1,0 +1,26 @@
+# declip-mm: the commands that matter.
+#   make demo     the main job: open-vocabulary segmentation of real sample photos (arrives with issue #5)
+#   make test     installs when needed, then runs the whole test suite (this is what CI runs)
+#   make install  one-command setup (virtual environment outside the repo, mmcv ops, import checks)
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install test demo sample-data clean-env
+
+install:
+	@bash tools/install/setup_env.sh
+
+test: install
+	@PYTHONPATH=$(CURDIR) $(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+sample-data: install
+	@PYTHONPATH=$(CURDIR) $(PY) tools/fetch_sample_data.py
+
+demo: install
+	@PYTHONPATH=$(CURDIR) $(PY) tools/demo.py
+
+# Removes only this clone's link; the shared environment stays in the cache for other clones.
+clean-env:
+	rm -f .venv

@@ -1,0 +1,3 @@
+from .declip_vit import MODES, DeCLIPFeatures, DeCLIPViT
+
+__all__ = ['DeCLIPViT', 'DeCLIPFeatures', 'MODES']

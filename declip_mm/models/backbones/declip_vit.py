@@ -1,0 +1,296 @@
+"""DeCLIPViT: an open_clip image tower whose last block is decoupled (METHOD.md section 1).
+
+All blocks but the last run unchanged; the last one runs in one of five modes:
+
+==========  ==================================================================================
+'csa'       softmax(s q q^T) + softmax(s k k^T) attention, no residual, no MLP (DeCLIP default)
+'qq'        softmax(s q q^T) (the other decoupled variant; 'kk' likewise)
+'vanilla'   the unmodified block: plain CLIP patch tokens
+'maskclip'  value path only (v -> OutProj) with residual and MLP, as MaskCLIP / CLIPSelf
+==========  ==================================================================================
+
+The dense map is Proj(LN_post(tokens)) of the last block's patch tokens, in the joint image-text space.
+Context features (what DeCLIP distils from a vision foundation model) are the last block's q (and k),
+with bias, before scaling. The decoupled attention itself is in ``decoupled_attention.py``.
+"""
+import math
+from pathlib import Path
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+
+from ...registry import MODELS
+from ...utils import load_weights_file
+from ..clip_factory import LoadReport, create_clip, unwrap_state_dict
+from .decoupled_attention import DECOUPLED_MODES, decoupled_block, maskclip_block
+from .vision_towers import make_view
+
+MODES = DECOUPLED_MODES + ('vanilla', 'maskclip')
+TRAINABLE = ('blocks', 'all', 'none')
+CHECKPOINT_FORMAT = 'declip_mm.DeCLIPViT/1'
+
+Context = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
+
+
+class DeCLIPFeatures(NamedTuple):
+    """Everything one pass of the image tower gives.
+
+    dense: (B, D, H, W) joint-space map, not normalised.
+    context: (B, H*W, C) context tokens, a (q, k) pair for 'csa'; None for 'vanilla' / 'maskclip'.
+    intermediates: (B, C, H, W) maps at ``out_indices`` (the last index gives the last block's output).
+    """
+    dense: torch.Tensor
+    context: Optional[Context]
+    intermediates: List[torch.Tensor]
+
+
+def read_declip_checkpoint(path: str):
+    """Return (state_dict, meta) when ``path`` is a DeCLIPViT checkpoint, else None."""
+    obj = load_weights_file(path)
+    meta = obj.get('meta', {}) if isinstance(obj, dict) else {}
+    if isinstance(meta, dict) and isinstance(meta.get('declip'), dict):
+        return unwrap_state_dict(obj), meta['declip']
+    return None
+
+
+@MODELS.register_module()
+class DeCLIPViT(BaseModule):
+    """CLIP ViT (OpenAI/OpenCLIP or EVA02 family) with DeCLIP's decoupled last block.
+
+    Args:
+        model_name: any open_clip ViT name (``'ViT-B-16'``, ``'ViT-L-14-336'``, ``'EVA02-B-16'``,
+            ``'EVA02-L-14-336'``, ...) or a tiny preset (``'DeCLIP-Tiny-ViT-16'``, ``'DeCLIP-Tiny-EVA02-16'``).
+        pretrained: None (random init), an open_clip tag resolved offline, a weights file or folder
+            (open_clip or the authors' EVA-CLIP/DeCLIP format), or a DeCLIPViT checkpoint, whose stored
+            mode, attn_scale and input size are restored.
+        mode: 'csa', 'qq', 'kk', 'vanilla' or 'maskclip'. None: the checkpoint's mode, else 'csa'.
+        attn_scale: s in softmax(s a a^T). None: the checkpoint's scale, else 1/sqrt(head_dim). The authors'
+            released checkpoints for F-ViT / CAT-Seg were trained with 1.0.
+        out_indices: blocks whose outputs ``forward`` returns as (B, C, H, W) maps before the dense map;
+            the last block's index gives that block's output in the chosen mode.
+        trainable: 'blocks' (METHOD section 4: every transformer block, minus the last block's unused
+            LN2/MLP and the unused q or k projection), 'all', or 'none' (frozen, e.g. for F-ViT).
+        input_size: the input side the weights are meant for (stored in checkpoints; informative).
+        strict: raise on missing/unexpected weight keys (they are always logged).
+        cache_dir: Hugging Face cache folder to look for tagged weights in.
+    """
+
+    def __init__(self,
+                 model_name: str = 'EVA02-B-16',
+                 pretrained: Optional[str] = None,
+                 mode: Optional[str] = None,
+                 attn_scale: Optional[float] = None,
+                 out_indices: Sequence[int] = (),
+                 trainable: str = 'blocks',
+                 input_size: Optional[int] = None,
+                 strict: bool = True,
+                 cache_dir: Optional[str] = None,
+                 init_cfg=None):
+        if init_cfg is not None:
+            raise ValueError('DeCLIPViT loads its weights with pretrained=...; init_cfg is not used')
+        super().__init__()
+        checkpoint = read_declip_checkpoint(pretrained) if pretrained and Path(pretrained).is_file() else None
+        saved = checkpoint[1] if checkpoint else {}
+        if saved and saved.get('model_name') != model_name:
+            raise ValueError(f"{pretrained} holds a DeCLIPViT of model '{saved.get('model_name')}', "
+                             f"but model_name='{model_name}'")
+
+        clip, self.load_report = create_clip(model_name, None if checkpoint else pretrained, cache_dir, strict)
+        self.visual = clip.visual
+        del clip
+        self.view = make_view(self.visual)
+        self.model_name = model_name
+        self.family = self.view.family
+        self.patch_size = self.view.patch_size[0]
+        self.width = self.view.width
+        self.embed_dim = self.view.embed_dim
+        self.num_heads = self.view.num_heads
+        self.depth = len(self.view.blocks)
+        self._check_token_pooling()
+
+        self.mode = self._setting('mode', mode, saved, 'csa', pretrained)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got '{self.mode}'")
+        self.attn_scale = float(self._setting('attn_scale', attn_scale, saved,
+                                              1.0 / math.sqrt(self.width // self.num_heads), pretrained))
+        self.input_size = saved.get('input_size', input_size) if input_size is None else input_size
+        self.out_indices = tuple(i if i >= 0 else self.depth + i for i in out_indices)
+        if any(not 0 <= i < self.depth for i in self.out_indices):
+            raise ValueError(f'out_indices {tuple(out_indices)} out of range for {self.depth} blocks')
+        if trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got '{trainable}'")
+        self.trainable = trainable
+
+        if checkpoint:
+            result = self.load_state_dict(checkpoint[0], strict=False)
+            self.load_report = LoadReport(list(result.missing_keys), list(result.unexpected_keys), [])
+            self.load_report.check(pretrained, strict)
+        self._set_trainable()
+
+    # ---------------------------------------------------------------- construction helpers
+    @staticmethod
+    def _setting(name, value, saved, default, source):
+        stored = saved.get(name)
+        if stored is not None and value is not None and value != stored:
+            raise ValueError(f"{source} was trained with {name}={stored!r}; running it with {name}={value!r} gives "
+                             f"wrong features. Leave {name}=None to use the stored value.")
+        if value is not None:
+            return value
+        return stored if stored is not None else default
+
+    def _check_token_pooling(self):
+        pool = getattr(self.visual, 'pool_type', None) or getattr(getattr(self.visual, 'trunk', None),
+                                                                   'global_pool', None)
+        if pool not in ('tok', 'token'):
+            raise ValueError(f"{self.model_name} pools its image embedding with '{pool}'; DeCLIP needs a CLS-token "
+                             "CLIP (its teacher embeds crops with the [CLS] token)")
+
+    def _set_trainable(self):
+        for p in self.parameters():
+            p.requires_grad = self.trainable == 'all'
+        if self.trainable != 'blocks':
+            return
+        for p in self.view.blocks.parameters():
+            p.requires_grad = True
+        if self.mode in DECOUPLED_MODES:
+            last = self.view.blocks[-1]
+            unused = list(self.view.unused_in_decoupled_block(last))
+            q_params, k_params = self.view.qk_params(last)
+            if self.mode == 'qq' and k_params:
+                unused += k_params
+            if self.mode == 'kk' and q_params:
+                unused += q_params
+            for p in unused:
+                p.requires_grad = False
+
+    def init_weights(self):
+        """Weights come from ``pretrained`` at construction; never re-initialise them here."""
+        self._is_init = True
+
+    # ---------------------------------------------------------------- forward passes
+    def grid_of(self, images: torch.Tensor) -> Tuple[int, int]:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f'expected images of shape (B, 3, H, W), got {tuple(images.shape)}')
+        h, w = images.shape[-2:]
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(f'image size {h}x{w} is not a multiple of the patch size {p} of {self.model_name}; '
+                             f'resize or pad to e.g. {math.ceil(h / p) * p}x{math.ceil(w / p) * p}')
+        return h // p, w // p
+
+    def _run_trunk(self, images: torch.Tensor, keep: Sequence[int] = ()):
+        """Embed and run blocks 0..L-2. Returns (tokens (B, N, C), rope, grid, {index: tokens})."""
+        grid = self.grid_of(images)
+        x, rope = self.view.embed(images)
+        kept = {}
+        for i, block in enumerate(self.view.blocks[:-1]):
+            x = self.view.run_block(block, x, rope)
+            if i in keep:
+                kept[i] = x
+        return x, rope, grid, kept
+
+    def _last_block(self, x, rope, mode: str):
+        """Last block in ``mode``: (output tokens (B, N, C), context tokens incl. CLS or None)."""
+        block = self.view.blocks[-1]
+        if mode in DECOUPLED_MODES:
+            return decoupled_block(self.view, block, x, mode, self.attn_scale)
+        if mode == 'maskclip':
+            return maskclip_block(self.view, block, x), None
+        if mode == 'vanilla':
+            return self.view.run_block(block, x, rope), None
+        raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
+
+    @staticmethod
+    def _to_map(tokens: torch.Tensor, grid) -> torch.Tensor:
+        """Patch tokens (B, H*W, C) -> (B, C, H, W)."""
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[-1], *grid)
+
+    def forward_features(self, images: torch.Tensor, mode: Optional[str] = None,
+                         out_indices: Optional[Sequence[int]] = None) -> DeCLIPFeatures:
+        """One pass: dense map, context features and intermediate maps (see :class:`DeCLIPFeatures`)."""
+        mode = mode or self.mode
+        out_indices = self.out_indices if out_indices is None else out_indices
+        x, rope, grid, kept = self._run_trunk(images, out_indices)
+        last, context = self._last_block(x, rope, mode)
+        kept[self.depth - 1] = last
+        intermediates = [self._to_map(kept[i][:, 1:], grid) for i in out_indices]
+        dense = self._to_map(self.view.head(last[:, 1:]), grid)
+        if context is not None:
+            context = tuple(c[:, 1:] for c in context) if isinstance(context, tuple) else context[:, 1:]
+        return DeCLIPFeatures(dense, context, intermediates)
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Feature maps for necks: the (B, C, H, W) maps at ``out_indices``, then the (B, D, H, W) dense map."""
+        feats = self.forward_features(images)
+        return (*feats.intermediates, feats.dense)
+
+    def extract_dense(self, images: torch.Tensor, mode: Optional[str] = None, normalize: bool = True) -> torch.Tensor:
+        """Dense map (B, D, H/p, W/p) in the joint image-text space, L2-normalised per token by default."""
+        dense = self.forward_features(images, mode, out_indices=()).dense
+        return F.normalize(dense, dim=1) if normalize else dense
+
+    def extract_context(self, images: torch.Tensor, mode: Optional[str] = None) -> Context:
+        """Context tokens (B, H/p*W/p, C): q for 'qq', k for 'kk', a (q, k) pair for 'csa'."""
+        mode = mode or self.mode
+        if mode not in DECOUPLED_MODES:
+            raise ValueError(f"context features exist for the decoupled modes {DECOUPLED_MODES}, not '{mode}'")
+        x, rope, _, _ = self._run_trunk(images)
+        return self._last_block(x, rope, mode)[1]
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """The unmodified CLIP image embedding (B, D) from the [CLS] token (what the CLIP teacher uses)."""
+        x, rope, _, _ = self._run_trunk(images)
+        x = self.view.run_block(self.view.blocks[-1], x, rope)
+        embedding = self.view.head(x[:, :1])[:, 0]
+        return F.normalize(embedding, dim=-1) if normalize else embedding
+
+    def extract_regions(self, images_or_dense: torch.Tensor, boxes: Sequence[torch.Tensor], output_size: int = 1,
+                        box_units: str = 'pixels', normalize: bool = True, mode: Optional[str] = None):
+        """Region embeddings pooled from the dense map with mmcv's RoIAlign (aligned, adaptive sampling).
+
+        Args:
+            images_or_dense: images (B, 3, H, W), or a dense map (B, D, h, w) from ``extract_dense(...,
+                normalize=False)``.
+            boxes: per image an (n_i, 4) xyxy tensor, in input pixels (``box_units='pixels'``) or tokens.
+            output_size: 1 gives one embedding per box; N gives the N x N RoIAlign cells.
+        Returns:
+            per image an (n_i, D) tensor (output_size 1) or (n_i, N*N, D) cells, L2-normalised if ``normalize``.
+        """
+        from mmcv.ops import roi_align
+        if images_or_dense.dim() == 4 and images_or_dense.shape[1] == 3:
+            dense = self.extract_dense(images_or_dense, mode=mode, normalize=False)
+        elif images_or_dense.dim() == 4 and images_or_dense.shape[1] == self.embed_dim:
+            dense = images_or_dense
+        else:
+            raise ValueError(f'expected images (B, 3, H, W) or a dense map (B, {self.embed_dim}, h, w), '
+                             f'got {tuple(images_or_dense.shape)}')
+        if len(boxes) != dense.shape[0]:
+            raise ValueError(f'got boxes for {len(boxes)} images but a batch of {dense.shape[0]}')
+        if box_units not in ('pixels', 'tokens'):
+            raise ValueError(f"box_units must be 'pixels' or 'tokens', got '{box_units}'")
+        for i, b in enumerate(boxes):
+            if b.dim() != 2 or b.shape[-1] != 4:
+                raise ValueError(f'boxes[{i}] must be (n, 4) xyxy, got {tuple(b.shape)}')
+        rois = torch.cat([torch.cat([b.new_full((len(b), 1), i), b], dim=1) for i, b in enumerate(boxes)])
+        scale = 1.0 / self.patch_size if box_units == 'pixels' else 1.0
+        cells = roi_align(dense.float(), rois.float().to(dense.device), (output_size, output_size), scale, 0, 'avg',
+                          True)
+        cells = cells.flatten(2).transpose(1, 2).to(dense.dtype)          # (K, N*N, D)
+        if normalize:
+            cells = F.normalize(cells, dim=-1)
+        if output_size == 1:
+            cells = cells[:, 0]
+        return list(cells.split([len(b) for b in boxes]))
+
+    # ---------------------------------------------------------------- checkpoints
+    def declip_meta(self) -> dict:
+        """What a checkpoint must carry to be run the way it was trained."""
+        return dict(format=CHECKPOINT_FORMAT, model_name=self.model_name, family=self.family, mode=self.mode,
+                    attn_scale=self.attn_scale, input_size=self.input_size)
+
+    def save_checkpoint(self, path: str, **extra_meta) -> None:
+        """Save weights and metadata; ``DeCLIPViT(model_name, pretrained=path)`` restores both."""
+        meta = dict(declip=self.declip_meta(), **extra_meta)
+        torch.save(dict(state_dict=self.state_dict(), meta=meta), path)

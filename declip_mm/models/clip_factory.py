@@ -1,0 +1,154 @@
+"""Build open_clip models by name and load their weights offline, reporting every key mismatch.
+
+``pretrained`` may be ``None`` (random init), a local file or folder, or an open_clip pretrained tag
+(``'openai'``, ``'merged2b_s8b_b131k'``, ...). A tag is resolved without network access, in this order:
+
+1. ``<weights_dir>/<model_name>/<tag>/<file>`` with ``weights_dir`` = ``$DECLIP_WEIGHTS`` or
+   ``~/.cache/declip-mm/weights``;
+2. the Hugging Face hub cache (``$HF_HOME`` / ``cache_dir``), where open_clip itself would have put it.
+
+When the file is in neither place the error names the Hub repository and file to fetch and the
+folder to put it in. Nothing is ever downloaded.
+"""
+import logging
+import os
+from pathlib import Path
+from typing import List, NamedTuple, Optional
+
+import open_clip
+import torch
+
+from ..utils import load_weights_file
+from . import presets  # noqa: F401  (registers the tiny presets with open_clip and timm)
+
+logger = logging.getLogger('declip_mm')
+
+_HF_DEFAULT_FILES = ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin')
+
+
+def weights_dir() -> Path:
+    return Path(os.environ.get('DECLIP_WEIGHTS', Path.home() / '.cache' / 'declip-mm' / 'weights'))
+
+
+def _files_for_tag(cfg: dict) -> List[str]:
+    hub = cfg.get('hf_hub', '')
+    if hub:
+        _, name = os.path.split(hub)
+        if not name:
+            return list(_HF_DEFAULT_FILES)
+        return [name[:-4] + '.safetensors', name] if name.endswith('.bin') else [name]
+    if cfg.get('url'):
+        return [os.path.basename(cfg['url'])]
+    return []
+
+
+def resolve_pretrained(model_name: str, pretrained: Optional[str], cache_dir: Optional[str] = None) -> Optional[str]:
+    """Return a local weights path for ``pretrained`` (tag, file or folder), or None for random init."""
+    if not pretrained:
+        return None
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        return str(path)
+    if path.is_dir():
+        for name in _HF_DEFAULT_FILES + ('model.safetensors', 'pytorch_model.bin'):
+            if (path / name).is_file():
+                return str(path / name)
+        raise FileNotFoundError(f'no open_clip weights file ({", ".join(_HF_DEFAULT_FILES)}) in folder {path}')
+
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not cfg:
+        if os.sep in pretrained or path.suffix:
+            raise FileNotFoundError(f'weights file not found: {pretrained}')
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise ValueError(f"'{pretrained}' is neither a file nor an open_clip pretrained tag of {model_name} "
+                         f"(known tags: {tags or 'none'})")
+
+    files = _files_for_tag(cfg)
+    local = weights_dir() / model_name / pretrained
+    for name in files:
+        if (local / name).is_file():
+            return str(local / name)
+
+    repo = os.path.split(cfg['hf_hub'])[0] if cfg.get('hf_hub') else None
+    if repo:
+        from huggingface_hub import try_to_load_from_cache
+        for name in files:
+            found = try_to_load_from_cache(repo, name, cache_dir=cache_dir)
+            if isinstance(found, str):
+                return found
+    source = f"file {' or '.join(files)} of the Hugging Face Hub repository '{repo}'" if repo \
+        else f"file {files[0] if files else '?'} ({cfg.get('url', 'no url known')})"
+    raise FileNotFoundError(
+        f"weights for open_clip model '{model_name}' tag '{pretrained}' are not on this machine and are never "
+        f"downloaded. Fetch the {source}, then put it in {local}/ or pass pretrained='/path/to/file'.")
+
+
+class LoadReport(NamedTuple):
+    """What a weights load did: keys the model kept at init, keys of the file nobody used, keys dropped."""
+    missing: List[str]
+    unexpected: List[str]
+    ignored: List[str]
+
+    def check(self, source: str, strict: bool) -> None:
+        """Raise (strict) or log a warning naming ``source`` when keys did not match."""
+        if not self.missing and not self.unexpected:
+            if self.ignored:
+                logger.info('%s: ignored %d recomputed buffers (%s)', source, len(self.ignored),
+                            ', '.join(self.ignored[:5]))
+            return
+
+        def fmt(keys):
+            return ', '.join(keys[:20]) + (f' ... (+{len(keys) - 20} more)' if len(keys) > 20 else '')
+
+        message = (f'{source}: {len(self.missing)} missing keys [{fmt(self.missing)}]; '
+                   f'{len(self.unexpected)} unexpected keys [{fmt(self.unexpected)}]')
+        if strict:
+            raise KeyError(message + '. Pass strict=False to load anyway (the mismatch is still logged).')
+        logger.warning(message)
+
+
+def unwrap_state_dict(checkpoint) -> dict:
+    """Strip the usual wrappers ({'state_dict'|'model'|'module': ...}) and a leading 'module.' prefix."""
+    sd = checkpoint
+    for key in ('state_dict', 'model', 'module'):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise TypeError(f'expected a state dict, got {type(sd).__name__}')
+    if sd and all(k.startswith('module.') for k in sd):
+        sd = {k[len('module.'):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_clip_state_dict(model: torch.nn.Module, state_dict: dict, source: str, strict: bool = True) -> LoadReport:
+    """Load an open_clip or EVA-CLIP (authors' format) CLIP state dict into an open_clip model."""
+    from .backbones.eva_clip_checkpoint import convert_eva_clip_state_dict, is_eva_clip_state_dict
+    state_dict = unwrap_state_dict(state_dict)
+    ignored: List[str] = []
+    if is_eva_clip_state_dict(state_dict):
+        state_dict, ignored = convert_eva_clip_state_dict(state_dict, model)
+    elif 'positional_embedding' in state_dict and not hasattr(model, 'positional_embedding'):
+        from open_clip.model import convert_to_custom_text_state_dict
+        state_dict = convert_to_custom_text_state_dict(state_dict)
+    result = model.load_state_dict(state_dict, strict=False)
+    report = LoadReport(list(result.missing_keys), list(result.unexpected_keys), ignored)
+    report.check(source, strict)
+    return report
+
+
+def create_clip(model_name: str, pretrained: Optional[str] = None, cache_dir: Optional[str] = None,
+                strict: bool = True):
+    """Create open_clip model ``model_name`` and load ``pretrained`` offline. Returns (model, report)."""
+    if model_name not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip model '{model_name}'; see open_clip.list_models()")
+    quick_gelu = False
+    if pretrained and not Path(pretrained).expanduser().exists():
+        quick_gelu = bool(open_clip.get_pretrained_cfg(model_name, pretrained).get('quick_gelu', False))
+    model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=quick_gelu,
+                                   pretrained_text=False, pretrained_image=False)
+    path = resolve_pretrained(model_name, pretrained, cache_dir)
+    report = None
+    if path is not None:
+        report = load_clip_state_dict(model, load_weights_file(path), source=path, strict=strict)
+    model.eval()
+    return model, report

@@ -1,0 +1,1 @@
+"""Class-name text embeddings (templates, synonyms, cache)."""

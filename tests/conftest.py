@@ -1,0 +1,30 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import declip_mm  # noqa: E402,F401
+
+TINY_MODELS = ('DeCLIP-Tiny-ViT-16', 'DeCLIP-Tiny-EVA02-16')
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: takes more than a few seconds (CI still runs it)')
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope='session')
+def sample_root():
+    from declip_mm.datasets.sample_data import fetch_sample_data
+    return fetch_sample_data()
+
+
+@pytest.fixture(params=TINY_MODELS)
+def tiny_name(request):
+    return request.param

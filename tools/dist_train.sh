@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Distributed training with torchrun:  bash tools/dist_train.sh CONFIG NUM_PROCS [train.py args...]
+# NNODES, NODE_RANK, PORT and MASTER_ADDR are read from the environment as in mmdet's script.
+CONFIG=$1
+NPROCS=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+PYTHONPATH="$(dirname "$0")/..":${PYTHONPATH:-} \
+torchrun --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" --nproc_per_node="$NPROCS" \
+    --master_port="$PORT" "$(dirname "$0")/train.py" "$CONFIG" --launcher pytorch "${@:3}"

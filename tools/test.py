@@ -1,0 +1,36 @@
+"""Evaluate a checkpoint with mmengine's Runner (this package's configs and plain mmdet / mmseg configs).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--cfg-options k=v ...]
+    bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [...]
+"""
+import argparse
+import os.path as osp
+
+import declip_mm  # noqa: F401  (registers declip_mm modules; torch>=2.6 checkpoint loading)
+from declip_mm.engine.runner_setup import add_common_args, build_runner, load_config
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test a model with mmengine (declip-mm)')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='also dump the raw predictions to this .pkl file')
+    return add_common_args(parser).parse_args()
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args)
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'checkpoint file not found: {args.checkpoint}')
+    cfg.load_from = args.checkpoint
+    if args.out is not None:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise SystemExit(f'--out must end with .pkl or .pickle, got {args.out}')
+        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+        cfg.test_evaluator = [*evaluators, dict(type='DumpResults', out_file_path=args.out)]
+    build_runner(cfg).test()
+
+
+if __name__ == '__main__':
+    main()

@@ -203,9 +203,16 @@ class DeCLIPViT(BaseModule):
         raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
 
     @staticmethod
+    def _patch_tokens(context: Optional[Context]) -> Optional[Context]:
+        """Drop the CLS token from context tokens (B, N, C) or a (q, k) pair of them."""
+        if context is None:
+            return None
+        return tuple(c[:, 1:] for c in context) if isinstance(context, tuple) else context[:, 1:]
+
+    @staticmethod
     def _to_map(tokens: torch.Tensor, grid) -> torch.Tensor:
         """Patch tokens (B, H*W, C) -> (B, C, H, W)."""
-        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[-1], *grid)
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[-1], *grid).contiguous()
 
     def forward_features(self, images: torch.Tensor, mode: Optional[str] = None,
                          out_indices: Optional[Sequence[int]] = None) -> DeCLIPFeatures:
@@ -217,9 +224,7 @@ class DeCLIPViT(BaseModule):
         kept[self.depth - 1] = last
         intermediates = [self._to_map(kept[i][:, 1:], grid) for i in out_indices]
         dense = self._to_map(self.view.head(last[:, 1:]), grid)
-        if context is not None:
-            context = tuple(c[:, 1:] for c in context) if isinstance(context, tuple) else context[:, 1:]
-        return DeCLIPFeatures(dense, context, intermediates)
+        return DeCLIPFeatures(dense, self._patch_tokens(context), intermediates)
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Feature maps for necks: the (B, C, H, W) maps at ``out_indices``, then the (B, D, H, W) dense map."""
@@ -237,7 +242,7 @@ class DeCLIPViT(BaseModule):
         if mode not in DECOUPLED_MODES:
             raise ValueError(f"context features exist for the decoupled modes {DECOUPLED_MODES}, not '{mode}'")
         x, rope, _, _ = self._run_trunk(images)
-        return self._last_block(x, rope, mode)[1]
+        return self._patch_tokens(self._last_block(x, rope, mode)[1])
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """The unmodified CLIP image embedding (B, D) from the [CLS] token (what the CLIP teacher uses)."""
@@ -275,8 +280,9 @@ class DeCLIPViT(BaseModule):
                 raise ValueError(f'boxes[{i}] must be (n, 4) xyxy, got {tuple(b.shape)}')
         rois = torch.cat([torch.cat([b.new_full((len(b), 1), i), b], dim=1) for i, b in enumerate(boxes)])
         scale = 1.0 / self.patch_size if box_units == 'pixels' else 1.0
-        cells = roi_align(dense.float(), rois.float().to(dense.device), (output_size, output_size), scale, 0, 'avg',
-                          True)
+        # mmcv's kernels index raw memory: the map must be contiguous
+        cells = roi_align(dense.float().contiguous(), rois.float().to(dense.device), (output_size, output_size),
+                          scale, 0, 'avg', True)
         cells = cells.flatten(2).transpose(1, 2).to(dense.dtype)          # (K, N*N, D)
         if normalize:
             cells = F.normalize(cells, dim=-1)

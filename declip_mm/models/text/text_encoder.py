@@ -1,0 +1,173 @@
+"""Class-name text embeddings from an open_clip text tower: prompt templates, synonyms, batching, disk cache.
+
+A class name may list synonyms separated by ``;`` (``'sofa; couch'``). Each synonym is embedded as the
+re-normalised mean of its L2-normalised prompt embeddings (80 ImageNet templates by default). Synonyms are
+reduced per class by ``'max'`` (the class score is the best synonym's cosine, as in DeCLIP's training-free
+segmentation) or ``'mean'`` (one averaged, re-normalised embedding per class).
+
+Embeddings are cached on disk per (model, weights, templates) in ``$DECLIP_CACHE/text_embeddings``;
+names already in the cache are never re-encoded.
+"""
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+from ...registry import MODELS
+from ..clip_factory import create_clip, resolve_pretrained
+
+TEMPLATE_SETS = {
+    'imagenet80': tuple(t('{}') for t in OPENAI_IMAGENET_TEMPLATES),
+    'simple': tuple(t('{}') for t in SIMPLE_IMAGENET_TEMPLATES),
+    'none': ('{}',),
+}
+SYNONYM_SEPARATOR = ';'
+
+
+def split_synonyms(name: str) -> List[str]:
+    synonyms = [s.strip() for s in name.split(SYNONYM_SEPARATOR) if s.strip()]
+    if not synonyms:
+        raise ValueError(f'empty class name {name!r}')
+    return synonyms
+
+
+class ClassEmbeddings:
+    """Text embeddings of K classes: ``embeddings`` (S, D), one row per synonym (L2-normalised), and
+    ``class_index`` (S,), the class of each row. ``logits`` reduces the synonyms of a class by max."""
+
+    def __init__(self, embeddings: torch.Tensor, class_index: torch.Tensor, names: Sequence[str]):
+        self.embeddings = embeddings
+        self.class_index = class_index
+        self.names = list(names)
+        self.num_classes = len(self.names)
+
+    def to(self, device) -> 'ClassEmbeddings':
+        return ClassEmbeddings(self.embeddings.to(device), self.class_index.to(device), self.names)
+
+    def logits(self, features: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """features (..., D), L2-normalised -> scale * cosine (..., K), max over each class's synonyms."""
+        sims = features @ self.embeddings.to(features.dtype).t()                       # (..., S)
+        if sims.shape[-1] == self.num_classes:
+            return scale * sims
+        index = self.class_index.to(sims.device).expand_as(sims)
+        out = sims.new_full((*sims.shape[:-1], self.num_classes), float('-inf'))
+        return scale * out.scatter_reduce(-1, index, sims, reduce='amax')
+
+    def logits_map(self, dense: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """dense (B, D, H, W), L2-normalised over D -> (B, K, H, W)."""
+        return self.logits(dense.permute(0, 2, 3, 1), scale).permute(0, 3, 1, 2)
+
+
+@MODELS.register_module()
+class CLIPTextEncoder(BaseModule):
+    """Frozen open_clip text tower that turns class names into :class:`ClassEmbeddings`.
+
+    Args:
+        model_name / pretrained / cache_dir / strict: as for :class:`DeCLIPViT` (same open_clip model).
+        templates: 'imagenet80' (the 80 ImageNet prompts), 'simple', 'none', or a list of strings with ``{}``.
+        synonym_reduce: 'max' (over synonym scores) or 'mean' (averaged synonym embeddings).
+        batch_size: prompts per text-tower call.
+        embedding_cache: folder of the on-disk cache; None = ``$DECLIP_CACHE/text_embeddings``, False = off.
+    """
+
+    def __init__(self, model_name: str = 'EVA02-B-16', pretrained: Optional[str] = None,
+                 templates: Union[str, Sequence[str]] = 'imagenet80', synonym_reduce: str = 'max',
+                 batch_size: int = 256, embedding_cache: Union[None, str, bool] = None,
+                 cache_dir: Optional[str] = None, strict: bool = True):
+        super().__init__()
+        if isinstance(templates, str):
+            if templates not in TEMPLATE_SETS:
+                raise ValueError(f"templates must be one of {list(TEMPLATE_SETS)} or a list, got '{templates}'")
+            templates = TEMPLATE_SETS[templates]
+        self.templates = tuple(templates)
+        for t in self.templates:
+            if '{}' not in t:
+                raise ValueError(f'prompt template {t!r} has no {{}} for the class name')
+        if synonym_reduce not in ('max', 'mean'):
+            raise ValueError(f"synonym_reduce must be 'max' or 'mean', got '{synonym_reduce}'")
+        self.synonym_reduce = synonym_reduce
+        self.batch_size = batch_size
+        self.model_name = model_name
+
+        clip, _ = create_clip(model_name, pretrained, cache_dir, strict)
+        clip.visual = torch.nn.Identity()  # only the text tower is kept
+        self.clip = clip.eval().requires_grad_(False)
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.weights_id = self._weights_id(resolve_pretrained(model_name, pretrained, cache_dir))
+        if embedding_cache is False:
+            self.cache_file = None
+        else:
+            root = Path(embedding_cache) if embedding_cache else Path(os.environ.get(
+                'DECLIP_CACHE', Path.home() / '.cache' / 'declip-mm')) / 'text_embeddings'
+            key = hashlib.sha256(json.dumps([model_name, self.weights_id, self.templates]).encode()).hexdigest()
+            self.cache_file = root / f'{model_name}-{key[:16]}.pt'
+        self._memory = {}
+        self.num_encoded_prompts = 0  # how many prompts went through the text tower (cache misses)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    def _weights_id(self, path: Optional[str]) -> str:
+        if path is not None:
+            stat = os.stat(path)
+            return f'{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}'
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.clip.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        return 'random:' + digest.hexdigest()
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """(P,) prompts -> (P, D) L2-normalised text embeddings, ``batch_size`` prompts per call."""
+        device = next(self.clip.parameters()).device
+        out = []
+        for start in range(0, len(prompts), self.batch_size):
+            tokens = self.tokenizer(list(prompts[start:start + self.batch_size])).to(device)
+            out.append(F.normalize(self.clip.encode_text(tokens).float(), dim=-1))
+        self.num_encoded_prompts += len(prompts)
+        return torch.cat(out)
+
+    def _load_cache(self):
+        if self.cache_file is not None and not self._memory and self.cache_file.is_file():
+            self._memory = torch.load(self.cache_file, map_location='cpu', weights_only=True)
+
+    def _save_cache(self):
+        if self.cache_file is None:
+            return
+        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_file.with_suffix(f'.tmp{os.getpid()}')
+        torch.save(self._memory, tmp)
+        tmp.replace(self.cache_file)
+
+    def embed_synonyms(self, synonyms: Sequence[str]) -> torch.Tensor:
+        """(S,) single names -> (S, D): re-normalised mean over templates; cached."""
+        self._load_cache()
+        missing = [s for s in dict.fromkeys(synonyms) if s not in self._memory]
+        if missing:
+            prompts = [t.format(s) for s in missing for t in self.templates]
+            emb = self.encode_prompts(prompts).reshape(len(missing), len(self.templates), -1)
+            for s, e in zip(missing, F.normalize(emb.mean(dim=1), dim=-1)):
+                self._memory[s] = e.clone()
+            self._save_cache()
+        return torch.stack([self._memory[s] for s in synonyms])
+
+    def forward(self, class_names: Sequence[str]) -> ClassEmbeddings:
+        """Class names (synonyms separated by ';') -> :class:`ClassEmbeddings`."""
+        groups = [split_synonyms(name) for name in class_names]
+        flat = [s for group in groups for s in group]
+        class_index = torch.tensor([k for k, group in enumerate(groups) for _ in group], dtype=torch.long)
+        emb = self.embed_synonyms(flat)
+        if self.synonym_reduce == 'mean':
+            emb = F.normalize(torch.zeros(len(groups), emb.shape[-1]).index_add_(0, class_index, emb), dim=-1)
+            class_index = torch.arange(len(groups))
+        return ClassEmbeddings(emb, class_index, class_names)

@@ -1,0 +1,40 @@
+"""Convert an authors' EVA-CLIP / DeCLIP checkpoint (visual.blocks.N.attn.q_proj.weight, q_bias, rope.*, ...)
+into a DeCLIPViT checkpoint that stores the mode and attention scale it must be run with.
+
+    python tools/converters/eva_clip_to_declip.py SRC DST --model-name EVA02-B-16 --mode csa --attn-scale 1.0 \
+        [--input-size 560]
+
+The authors' released DeCLIP checkpoints were trained in 'csa' mode without the 1/sqrt(d) scale
+(--attn-scale 1.0). Missing or unexpected keys stop the conversion (they are listed).
+"""
+import argparse
+
+import declip_mm  # noqa: F401
+from declip_mm.models import DeCLIPViT
+
+
+def convert(src: str, dst: str, model_name: str, mode: str, attn_scale: float, input_size=None,
+            strict: bool = True) -> DeCLIPViT:
+    model = DeCLIPViT(model_name, pretrained=src, mode=mode, attn_scale=attn_scale, input_size=input_size,
+                      strict=strict)
+    model.save_checkpoint(dst, converted_from=str(src))
+    return model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('src')
+    parser.add_argument('dst')
+    parser.add_argument('--model-name', required=True, help='open_clip model name, e.g. EVA02-B-16')
+    parser.add_argument('--mode', required=True, choices=['csa', 'qq', 'kk', 'vanilla', 'maskclip'])
+    parser.add_argument('--attn-scale', required=True, type=float, help='1.0 for the authors\' releases')
+    parser.add_argument('--input-size', type=int, default=None)
+    parser.add_argument('--no-strict', action='store_true', help='convert despite key mismatches (still listed)')
+    args = parser.parse_args(argv)
+    model = convert(args.src, args.dst, args.model_name, args.mode, args.attn_scale, args.input_size,
+                    not args.no_strict)
+    print(f'wrote {args.dst}: {model.declip_meta()}')
+
+
+if __name__ == '__main__':
+    main()

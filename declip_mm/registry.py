@@ -9,6 +9,7 @@ module registered here is also recorded in the root registry (the common ancesto
 declip_mm). With ``custom_imports = dict(imports=['declip_mm'])`` a bare name then works everywhere.
 """
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODELS as MMENGINE_MODELS
@@ -31,3 +32,4 @@ TRANSFORMS = SharedRegistry('transform', parent=MMENGINE_TRANSFORMS, scope='decl
                             locations=['declip_mm.datasets.transforms'])
 METRICS = SharedRegistry('metric', parent=MMENGINE_METRICS, scope='declip_mm', locations=['declip_mm.evaluation'])
 HOOKS = SharedRegistry('hook', parent=MMENGINE_HOOKS, scope='declip_mm', locations=['declip_mm.engine.hooks'])
+FUNCTIONS = SharedRegistry('function', parent=MMENGINE_FUNCTIONS, scope='declip_mm', locations=['declip_mm.datasets'])

@@ -35,6 +35,23 @@ def load_config(args) -> Config:
     return cfg
 
 
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Let ``--launcher pytorch`` run on CPU processes (gloo): mmengine's own setup calls torch.cuda.set_device
+    and wraps DDP with device_ids=[local_rank], both of which need a GPU. We create the gloo process group
+    first (mmengine then keeps it) and wrap with device_ids=None."""
+    import torch
+    import torch.distributed as dist
+    if cfg.launcher == 'none' or torch.cuda.is_available() or dist.is_initialized():
+        return
+    if cfg.launcher != 'pytorch':
+        raise SystemExit(f"on CPU only --launcher pytorch (torchrun) is supported, got '{cfg.launcher}'")
+    dist.init_process_group(backend='gloo')
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+
+
 def build_runner(cfg: Config) -> Runner:
     """Runner.from_cfg, or the registered runner named by ``runner_type``."""
+    setup_cpu_distributed(cfg)
     return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

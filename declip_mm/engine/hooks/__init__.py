@@ -1,1 +1,4 @@
-"""Filled by a later issue (see README's layout); nothing is registered here yet."""
+"""Runner hooks."""
+from .distill_hook import DeCLIPDistillHook, ensemble_state_dict
+
+__all__ = ['DeCLIPDistillHook', 'ensemble_state_dict']

@@ -1,1 +1,6 @@
-"""Filled by a later issue (see README's layout); nothing is registered here yet."""
+"""Frozen teachers for DeCLIP distillation: a vision foundation model (DINOv2 / DINO) and Stable Diffusion."""
+from .diffusion import DiffusionTeacher, fuse_attention, resize_attention
+from .vfm import IMAGENET_MEAN, IMAGENET_STD, VFM_ARCHS, VFMTeacher
+
+__all__ = ['VFMTeacher', 'DiffusionTeacher', 'VFM_ARCHS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'fuse_attention',
+           'resize_attention']

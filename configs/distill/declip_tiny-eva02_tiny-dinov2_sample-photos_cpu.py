@@ -1,0 +1,24 @@
+# A tiny CPU run on the real sample photos (tools/fetch_sample_data.py): random tiny EVA02-style student,
+# random tiny DINOv2-reg-style teacher, no diffusion teacher. It proves the pipeline and the optimisation
+# (every loss term goes down in a few dozen iterations); the features it learns mean nothing.
+_base_ = [
+    '../_base_/models/declip_eva02_b16_dinov2_b14reg.py',
+    '../_base_/datasets/coco_distill_560.py',
+    '../_base_/default_runtime.py',
+]
+model = dict(
+    student=dict(model_name='DeCLIP-Tiny-EVA02-16', pretrained=None, input_size=224),
+    vfm_teacher=dict(arch='dinov2_vits14_reg', checkpoint=None,
+                     model_kwargs=dict(embed_dim=48, depth=2, num_heads=3)),
+    diffusion_teacher=None,
+    region_cells=2)
+train_dataloader = dict(
+    batch_size=2, num_workers=0,
+    dataset=dict(data_root='data/sample', img_dir='photos', student_size=224, crop_size=224, max_regions=8))
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.1),
+                     paramwise_cfg=dict(flat_decay_mult=0.0))
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=5)]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=6)
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+default_hooks = dict(logger=dict(type='LoggerHook', interval=1), checkpoint=dict(type='CheckpointHook', interval=1))
+log_processor = dict(window_size=1)

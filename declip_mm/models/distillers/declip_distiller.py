@@ -1,0 +1,204 @@
+"""DeCLIPDistiller: one student pass -> dense + context; frozen teachers -> targets; the loss dict.
+
+    L = L_content (student regions vs CLIP-teacher crop embeddings)
+      + lambda * L_ctx (student context affinities vs VFM affinities, optionally SD-completed)
+      + w_rcc * L_rcc (region correlation, optional)
+
+The loss weights live in the loss modules' ``loss_weight``. Teachers are NOT submodules: they hold no
+trainable state, are rebuilt from their weights at construction, stay out of checkpoints and out of DDP,
+and ``DeCLIPDistillHook`` places them (device, dtype, eval mode). The CLIP teacher is a frozen copy of the
+student as constructed, i.e. of the original weights (METHOD.md section 2); it also provides the
+original weights of the weight-space ensemble.
+"""
+import copy
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from mmengine.dist import all_reduce, get_world_size
+from mmengine.model import BaseDataPreprocessor, BaseModel
+
+from ...registry import MODELS
+from ..losses import complete_with_diffusion, cosine_matrix, student_affinity
+from ..teachers.vfm import IMAGENET_MEAN, IMAGENET_STD
+from .teacher_cache import TeacherCache, file_identity
+
+CLIP_MEAN = (122.770938, 116.7460125, 104.09373615)   # open_clip OPENAI_DATASET_MEAN * 255
+CLIP_STD = (68.5005327, 66.6321579, 70.32316305)
+
+
+def _normalizer(mean, std):
+    return torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+
+
+@MODELS.register_module()
+class DistillDataPreprocessor(BaseDataPreprocessor):
+    """Moves a distillation batch to the device and normalises each view (uint8 -> float).
+
+    student and crops: CLIP mean/std; vfm: ImageNet mean/std; sd: scaled to [-1, 1].
+    """
+
+    def __init__(self, clip_mean=CLIP_MEAN, clip_std=CLIP_STD, vfm_mean=IMAGENET_MEAN, vfm_std=IMAGENET_STD):
+        super().__init__()
+        for name, (m, s) in dict(clip=_normalizer(clip_mean, clip_std), vfm=_normalizer(vfm_mean, vfm_std)).items():
+            self.register_buffer(f'{name}_mean', m, persistent=False)
+            self.register_buffer(f'{name}_std', s, persistent=False)
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        inputs = self.cast_data(data)['inputs']
+        out = dict(inputs)
+        out['student'] = (inputs['student'].float() - self.clip_mean) / self.clip_std
+        out['crops'] = (inputs['crops'].float() - self.clip_mean) / self.clip_std
+        out['vfm'] = (inputs['vfm'].float() - self.vfm_mean) / self.vfm_std
+        if 'sd' in inputs:
+            out['sd'] = inputs['sd'].float() / 127.5 - 1
+        return dict(inputs=out)
+
+
+@MODELS.register_module()
+class DeCLIPDistiller(BaseModel):
+    """Student DeCLIPViT + frozen teachers -> DeCLIP losses.
+
+    Args:
+        student: DeCLIPViT config (its ``pretrained`` weights are also the CLIP teacher's).
+        vfm_teacher: VFMTeacher config.
+        diffusion_teacher: DiffusionTeacher config, or None (no SD completion).
+        context_loss / content_loss / rcc_loss: loss configs (rcc_loss None = off).
+        region_cells: N of the N x N RoIAlign cells (weighted content pooling and the region correlation).
+        teacher_cache: folder for cached teacher targets, or None.
+        crop_batch: crops per CLIP-teacher call (all crops of a batch go through in chunks of this size).
+    """
+
+    def __init__(self, student: dict, vfm_teacher: dict, diffusion_teacher: Optional[dict] = None,
+                 context_loss: dict = dict(type='ContextDistillLoss'),
+                 content_loss: dict = dict(type='ContentDistillLoss'),
+                 rcc_loss: Optional[dict] = dict(type='RegionCorrelationLoss'),
+                 region_cells: int = 4, teacher_cache: Optional[str] = None, crop_batch: int = 64,
+                 data_preprocessor: dict = dict(type='DistillDataPreprocessor'), init_cfg=None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.student = MODELS.build(student)
+        clip_teacher = copy.deepcopy(self.student).requires_grad_(False).eval()
+        vfm = MODELS.build(vfm_teacher)
+        sd = MODELS.build(diffusion_teacher) if diffusion_teacher else None
+        # plain list: teachers are not submodules (no checkpoints, no DDP, placed by the hook)
+        self.teachers = dict(clip=clip_teacher, vfm=vfm, sd=sd)
+        self.context_loss = MODELS.build(context_loss)
+        self.content_loss = MODELS.build(content_loss)
+        self.rcc_loss = MODELS.build(rcc_loss) if rcc_loss else None
+        self.region_cells = region_cells
+        self.crop_batch = crop_batch
+        self.caches = {}
+        if teacher_cache:
+            self.caches['vfm'] = TeacherCache(teacher_cache, dict(
+                teacher='vfm', cfg=vfm_teacher, weights=file_identity(vfm_teacher.get('checkpoint'))))
+            if sd is not None:
+                self.caches['sd'] = TeacherCache(teacher_cache, dict(
+                    teacher='sd', cfg=diffusion_teacher, weights=file_identity(diffusion_teacher['folder'])))
+
+    # ------------------------------------------------------------------ teachers
+    @property
+    def clip_teacher(self):
+        return self.teachers['clip']
+
+    def place_teachers(self, device=None) -> None:
+        """Move the teachers to ``device`` (default: the student's) and keep them in eval mode."""
+        device = device or next(self.student.parameters()).device
+        for teacher in self.teachers.values():
+            if teacher is not None:
+                teacher.to(device).eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for teacher in self.teachers.values():
+            if teacher is not None:
+                teacher.eval()
+        return self
+
+    def _teacher_target(self, name: str, keys: List[str], compute) -> torch.Tensor:
+        device = next(self.student.parameters()).device
+        if name in self.caches:
+            return self.caches[name].get_or_compute(keys, compute, device)
+        return compute(list(range(len(keys))))
+
+    @torch.no_grad()
+    def _crop_embeddings(self, crops: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.clip_teacher.encode_image(chunk) for chunk in crops.split(self.crop_batch)])
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, inputs: dict, data_samples=None, mode: str = 'loss'):
+        if mode != 'loss':
+            raise ValueError(f"DeCLIPDistiller only trains (mode='loss'); got mode='{mode}'. Evaluate the student "
+                             'with a segmentor or detector config.')
+        return self.loss(inputs)
+
+    def loss(self, inputs: dict) -> Dict[str, torch.Tensor]:
+        boxes = [b.to(inputs['student'].device) for b in inputs['boxes']]
+        counts = [len(b) for b in boxes]
+        feats = self.student.forward_features(inputs['student'], out_indices=())   # the one student pass
+        vfm_view = inputs['vfm']
+        p_vfm = self.teachers['vfm'].patch_size
+        vfm_grid = (vfm_view.shape[-2] // p_vfm, vfm_view.shape[-1] // p_vfm)
+
+        # context: affinities on the VFM grid
+        vfm_tokens = self._teacher_target(
+            'vfm', inputs['keys'], lambda idx: self.teachers['vfm'](vfm_view[idx]))           # (B, hv*wv, C')
+        context = self._context_on_grid(feats.context, feats.dense.shape[-2:], vfm_grid)
+        s_target = cosine_matrix(vfm_tokens)
+        if self.teachers['sd'] is not None:
+            a_sd = self._teacher_target(
+                'sd', inputs['keys'], lambda idx: self.teachers['sd'](inputs['sd'][idx], vfm_grid))
+            s_target = complete_with_diffusion(s_target, a_sd)
+        losses = dict(loss_context=self.context_loss(student_affinity(context), s_target))
+
+        # content: student regions vs the CLIP teacher's crops
+        teacher_emb = self._crop_embeddings(inputs['crops'])
+        n = 1 if self.content_loss.pooling == '1x1' else self.region_cells
+        cells = torch.cat(self.student.extract_regions(feats.dense, boxes, output_size=n, normalize=False))
+        if n == 1:
+            cells = cells[:, None]
+        losses['loss_content'] = self.content_loss(cells, teacher_emb, counts)
+
+        if self.rcc_loss is not None:
+            if n != self.region_cells:
+                cells = torch.cat(self.student.extract_regions(feats.dense, boxes, output_size=self.region_cells,
+                                                               normalize=False))
+            vfm_cells = self._vfm_cells(vfm_tokens, vfm_grid, boxes, feats.dense.shape[-2:])
+            losses['loss_rcc'] = self.rcc_loss(cells, vfm_cells, counts)
+        losses['data_skipped'] = inputs['skipped'].float().sum()
+        return losses
+
+    @staticmethod
+    def _context_on_grid(context, grid, target_grid):
+        """Resize (B, h*w, C) context tokens (or a (q, k) pair) to the teacher grid when the grids differ."""
+        if tuple(grid) == tuple(target_grid):
+            return context
+
+        def resize(tokens):
+            B, _, C = tokens.shape
+            m = tokens.transpose(1, 2).reshape(B, C, *grid)
+            return F.interpolate(m, size=target_grid, mode='bilinear', align_corners=False).flatten(2).transpose(1, 2)
+
+        return tuple(resize(c) for c in context) if isinstance(context, tuple) else resize(context)
+
+    def _vfm_cells(self, vfm_tokens, vfm_grid, boxes, student_grid):
+        """VFM tokens pooled on the student's region cells: (K, N*N, C')."""
+        from mmcv.ops import roi_align
+        B, _, C = vfm_tokens.shape
+        vfm_map = vfm_tokens.transpose(1, 2).reshape(B, C, *vfm_grid).contiguous()
+        # boxes are in student pixels; token units of the student grid, rescaled to the VFM grid
+        p = self.student.patch_size
+        scale = torch.tensor([vfm_grid[1] / student_grid[1], vfm_grid[0] / student_grid[0]] * 2,
+                             device=vfm_map.device) / p
+        rois = torch.cat([torch.cat([b.new_full((len(b), 1), i), b * scale], dim=1) for i, b in enumerate(boxes)])
+        cells = roi_align(vfm_map, rois.float(), (self.region_cells, self.region_cells), 1.0, 0, 'avg', True)
+        return cells.flatten(2).transpose(1, 2)
+
+    def parse_losses(self, losses):
+        """mmengine's reduction, with the logged values averaged over processes (the total loss stays local)."""
+        loss, log_vars = super().parse_losses(losses)
+        if get_world_size() > 1:
+            for key, value in log_vars.items():
+                reduced = value.detach().clone().float()
+                all_reduce(reduced, op='mean')
+                log_vars[key] = reduced
+        return loss, log_vars

@@ -1,0 +1,77 @@
+"""Content (local discriminability) distillation: student region features -> the CLIP teacher's crop
+embeddings (METHOD.md section 3). Shapes: K regions, M = N*N RoIAlign cells, D joint dimension.
+"""
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...registry import MODELS
+
+
+def weighted_pool(cells: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Journal pooling: cells (K, M, D), target (K, D) -> (K, D) = sum_m softmax_m(cos(cell_m, target)) cell_m."""
+    weights = torch.softmax(F.cosine_similarity(cells, target[:, None], dim=-1), dim=-1)     # (K, M)
+    return (weights[..., None] * cells).sum(dim=1)
+
+
+def mean_per_image(values: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+    """Mean over each image's values, then over images (invariant to how images are split across processes)."""
+    means = [v.mean() for v in values.split(list(counts)) if len(v)]
+    return torch.stack(means).mean() if means else values.sum() * 0
+
+
+@MODELS.register_module()
+class ContentDistillLoss(nn.Module):
+    """1 - cos(student region, teacher crop embedding), per region.
+
+    pooling='1x1' (CVPR): the student region is RoIAlign 1x1 (cells of shape (K, 1, D) or (K, D)).
+    pooling='weighted' (journal): RoIAlign N x N cells, weighted by their softmax cosine to the teacher.
+    """
+
+    def __init__(self, pooling: str = 'weighted', loss_weight: float = 1.0):
+        super().__init__()
+        if pooling not in ('1x1', 'weighted'):
+            raise ValueError(f"content pooling must be '1x1' or 'weighted', got '{pooling}'")
+        self.pooling, self.loss_weight = pooling, loss_weight
+
+    def forward(self, student_cells: torch.Tensor, teacher: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+        """student_cells (K, M, D) or (K, D); teacher (K, D); counts: regions per image (sum K)."""
+        teacher = teacher.detach().float()
+        cells = student_cells.float()
+        if cells.dim() == 2:
+            cells = cells[:, None]
+        if self.pooling == 'weighted':
+            pooled = weighted_pool(cells, teacher)
+        else:
+            if cells.shape[1] != 1:
+                raise ValueError(f"pooling='1x1' expects one cell per region, got {cells.shape[1]}")
+            pooled = cells[:, 0]
+        loss = 1 - F.cosine_similarity(pooled, teacher, dim=-1)
+        return self.loss_weight * mean_per_image(loss, counts)
+
+
+@MODELS.register_module()
+class RegionCorrelationLoss(nn.Module):
+    """Region correlation constraint (journal): per region, row-wise KL between the VFM's and the student's
+    cell-to-cell cosine matrices over the same N x N RoIAlign cells.
+
+    KL(softmax(R_vfm / tau) || softmax(R_clip / tau)), averaged over rows, regions of an image, then images.
+    """
+
+    def __init__(self, tau: float = 0.1, loss_weight: float = 0.05):
+        super().__init__()
+        self.tau, self.loss_weight = tau, loss_weight
+
+    def forward(self, student_cells: torch.Tensor, vfm_cells: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
+        """student_cells (K, M, D), vfm_cells (K, M, C'), counts: regions per image."""
+        if student_cells.shape[:2] != vfm_cells.shape[:2]:
+            raise ValueError(f'student cells {tuple(student_cells.shape)} and VFM cells {tuple(vfm_cells.shape)} '
+                             'differ in regions or cells')
+        s = F.normalize(student_cells.float(), dim=-1)
+        v = F.normalize(vfm_cells.detach().float(), dim=-1)
+        log_p = F.log_softmax(v @ v.transpose(-1, -2) / self.tau, dim=-1)
+        log_q = F.log_softmax(s @ s.transpose(-1, -2) / self.tau, dim=-1)
+        per_region = (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean(dim=-1)
+        return self.loss_weight * mean_per_image(per_region, counts)

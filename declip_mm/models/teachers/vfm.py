@@ -1,0 +1,91 @@
+"""Vision-foundation-model teacher: DINOv2 (with or without registers) and DINO, built with timm, frozen.
+
+Weights are read from the official files by local path (the torch-hub ``dinov2_vitb14_reg4_pretrain.pth``,
+``dino_vitbase16_pretrain.pth``, ...) and mapped with timm's own ``checkpoint_filter_fn``; missing and
+unexpected keys are always reported. The teacher returns the last layer's patch tokens after the final
+norm, CLS and register tokens dropped (METHOD.md section 2). Its input is ImageNet-normalised, at the
+student's token grid times the teacher's patch size.
+"""
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ...registry import MODELS
+from ...utils import load_weights_file
+from ..clip_factory import LoadReport, unwrap_state_dict
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+VFM_ARCHS = {
+    'dinov2_vits14': 'vit_small_patch14_dinov2',
+    'dinov2_vitb14': 'vit_base_patch14_dinov2',
+    'dinov2_vitl14': 'vit_large_patch14_dinov2',
+    'dinov2_vitg14': 'vit_giant_patch14_dinov2',
+    'dinov2_vits14_reg': 'vit_small_patch14_reg4_dinov2',
+    'dinov2_vitb14_reg': 'vit_base_patch14_reg4_dinov2',
+    'dinov2_vitl14_reg': 'vit_large_patch14_reg4_dinov2',
+    'dinov2_vitg14_reg': 'vit_giant_patch14_reg4_dinov2',
+    'dino_vitb16': 'vit_base_patch16_224',
+    'dino_vitb8': 'vit_base_patch8_224',
+}
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+@MODELS.register_module()
+class VFMTeacher(nn.Module):
+    """Frozen DINOv2 / DINO teacher giving patch tokens (B, h*w, C) for ImageNet-normalised (B, 3, h*p, w*p).
+
+    Args:
+        arch: one of ``VFM_ARCHS`` (e.g. 'dinov2_vitb14_reg', the paper's default for CLIP-B).
+        checkpoint: local path of the official weights file; None keeps random weights (tests only).
+        dtype: 'fp32', 'bf16' or 'fp16' for the teacher's weights and compute.
+        model_kwargs: extra timm arguments (e.g. a smaller embed_dim/depth for tests).
+        strict: raise on missing/unexpected keys (always logged).
+    """
+
+    def __init__(self, arch: str = 'dinov2_vitb14_reg', checkpoint: Optional[str] = None, dtype: str = 'fp32',
+                 model_kwargs: Optional[dict] = None, strict: bool = True):
+        super().__init__()
+        import timm
+        if arch not in VFM_ARCHS:
+            raise ValueError(f"unknown VFM teacher '{arch}'; choose one of {sorted(VFM_ARCHS)}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got '{dtype}'")
+        self.arch = arch
+        self.model = timm.create_model(VFM_ARCHS[arch], pretrained=False, num_classes=0, dynamic_img_size=True,
+                                       **(model_kwargs or {}))
+        self.load_report = None
+        if checkpoint is not None:
+            self.load_report = self._load(checkpoint, strict)
+        self.patch_size = self.model.patch_embed.patch_size[0]
+        self.embed_dim = self.model.embed_dim
+        self.dtype = DTYPES[dtype]
+        self.model.to(self.dtype)
+        self.requires_grad_(False)
+        self.eval()
+
+    def _load(self, path: str, strict: bool) -> LoadReport:
+        import importlib
+        module = importlib.import_module(type(self.model).__module__)
+        state_dict = unwrap_state_dict(load_weights_file(path))
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.')}  # DINO's unused heads
+        state_dict = module.checkpoint_filter_fn(state_dict, self.model)
+        result = self.model.load_state_dict(state_dict, strict=False)
+        report = LoadReport(list(result.missing_keys), list(result.unexpected_keys), [])
+        report.check(path, strict)
+        return report
+
+    def train(self, mode: bool = True):
+        """Always in eval mode."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h*p, w*p) ImageNet-normalised -> (B, h*w, C) final-norm patch tokens (float32)."""
+        p = self.patch_size
+        if images.shape[-2] % p or images.shape[-1] % p:
+            raise ValueError(f'VFM input {tuple(images.shape[-2:])} is not a multiple of its patch size {p}')
+        tokens = self.model.forward_features(images.to(self.dtype))
+        return tokens[:, self.model.num_prefix_tokens:].float()

@@ -85,6 +85,7 @@ class DeCLIPDistillDataset(torch.utils.data.Dataset):
         self.max_regions, self.seed = max_regions, seed
         self.epoch = 0
         self._reported = set()
+        self.metainfo = dict(task='DeCLIP distillation', images=len(self.files))
 
     def _list_files(self, ann_file: Optional[Path]) -> List[Path]:
         if ann_file is not None:

@@ -15,7 +15,7 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['declip_mm', 'declip_mm.*']),
     include_package_data=True,
-    package_data={'declip_mm': ['models/model_configs/*.json', 'models/text/*.txt']},
+    package_data={'declip_mm': ['models/model_configs/*.json', 'models/text/class_names/*.txt']},
     python_requires='>=3.10',
     install_requires=read_requirements('requirements/runtime.txt'),
     extras_require={'tests': read_requirements('requirements/tests.txt')},

@@ -6,6 +6,6 @@ with ``weights_only=False`` (see ``declip_mm/utils/checkpoint_io.py``).
 """
 from . import utils  # noqa: F401  (checkpoint loader first)
 from . import registry  # noqa: F401
-from . import datasets, engine, evaluation, models  # noqa: F401
+from . import apis, datasets, engine, evaluation, models  # noqa: F401
 
 __version__ = '0.1.0'

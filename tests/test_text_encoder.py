@@ -3,13 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from declip_mm.models import CLIPTextEncoder
+from declip_mm.models import OpenCLIPTextEncoder
 from declip_mm.models.text import TEMPLATE_SETS, split_synonyms
 
 
 def make_encoder(tmp_path, seed=0, **kwargs):
     torch.manual_seed(seed)
-    return CLIPTextEncoder('DeCLIP-Tiny-ViT-16', embedding_cache=str(tmp_path / 'cache'), **kwargs)
+    return OpenCLIPTextEncoder('DeCLIP-Tiny-ViT-16', embedding_cache=str(tmp_path / 'cache'), **kwargs)
 
 
 def test_templates_and_synonyms_match_direct_encoding(tmp_path):
@@ -55,7 +55,7 @@ def test_cache_hits_and_keys(tmp_path):
     other_templates = make_encoder(tmp_path, templates=['{}'])
     other_weights = make_encoder(tmp_path, seed=1, templates=['a photo of a {}.', 'a {}'])
     assert len({enc.cache_file, other_templates.cache_file, other_weights.cache_file}) == 3
-    no_cache = CLIPTextEncoder('DeCLIP-Tiny-ViT-16', embedding_cache=False, templates='none')
+    no_cache = OpenCLIPTextEncoder('DeCLIP-Tiny-ViT-16', embedding_cache=False, templates='none')
     no_cache(['cat'])
     assert no_cache.cache_file is None
 

@@ -1,5 +1,9 @@
 """Evaluate a checkpoint with mmengine's Runner (this package's configs and plain mmdet / mmseg configs).
 
+CHECKPOINT may be a whole-model mmengine checkpoint or a DeCLIPViT backbone checkpoint (e.g. the
+declip_backbone_final.pth a distillation exports): the latter becomes model.backbone.pretrained, so the mode
+and attention scale it was trained with are restored.
+
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--cfg-options k=v ...]
     bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [...]
 """
@@ -7,13 +11,15 @@ import argparse
 import os.path as osp
 
 import declip_mm  # noqa: F401  (registers declip_mm modules; torch>=2.6 checkpoint loading)
-from declip_mm.engine.runner_setup import add_common_args, build_runner, load_config
+from declip_mm.engine.runner_setup import add_common_args, attach_checkpoint, build_runner, load_config
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Test a model with mmengine (declip-mm)')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', nargs='?', help='checkpoint file (omit only with --no-checkpoint)')
+    parser.add_argument('--no-checkpoint', action='store_true',
+                        help="evaluate the config's own weights (e.g. the original CLIP of a training-free config)")
     parser.add_argument('--out', help='also dump the raw predictions to this .pkl file')
     return add_common_args(parser).parse_args()
 
@@ -21,9 +27,12 @@ def parse_args():
 def main():
     args = parse_args()
     cfg = load_config(args)
-    if not osp.isfile(args.checkpoint):
-        raise SystemExit(f'checkpoint file not found: {args.checkpoint}')
-    cfg.load_from = args.checkpoint
+    if args.no_checkpoint == (args.checkpoint is not None):
+        raise SystemExit('give either a CHECKPOINT or --no-checkpoint')
+    if args.checkpoint is not None:
+        if not osp.isfile(args.checkpoint):
+            raise SystemExit(f'checkpoint file not found: {args.checkpoint}')
+        attach_checkpoint(cfg, args.checkpoint)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise SystemExit(f'--out must end with .pkl or .pickle, got {args.out}')

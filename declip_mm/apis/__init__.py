@@ -1,1 +1,4 @@
-"""Filled by a later issue (see README's layout); nothing is registered here yet."""
+"""One-call APIs for users."""
+from .open_vocab import build_segmentor, mean_iou, overlay, segment_image
+
+__all__ = ['build_segmentor', 'segment_image', 'mean_iou', 'overlay']

@@ -1,5 +1,8 @@
-"""Datasets: real sample data, distillation data; open-vocabulary datasets with the evaluation issue."""
+"""Datasets: real sample data, distillation data, COCO-Object, COCO panoptic regions."""
 from . import sample_data  # noqa: F401
+from .coco_object import COCOObjectDataset
+from .panoptic_regions import COCOPanopticRegionDataset, LoadPanopticSegmentIds, PackRegionInputs
 from .distill_dataset import GRID_PAIRS, DeCLIPDistillDataset, declip_distill_collate
 
-__all__ = ['DeCLIPDistillDataset', 'declip_distill_collate', 'GRID_PAIRS']
+__all__ = ['DeCLIPDistillDataset', 'declip_distill_collate', 'GRID_PAIRS', 'COCOObjectDataset', 'COCOPanopticRegionDataset',
+           'LoadPanopticSegmentIds', 'PackRegionInputs']

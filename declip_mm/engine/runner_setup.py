@@ -55,3 +55,28 @@ def build_runner(cfg: Config) -> Runner:
     """Runner.from_cfg, or the registered runner named by ``runner_type``."""
     setup_cpu_distributed(cfg)
     return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+
+
+def attach_checkpoint(cfg: Config, checkpoint: str) -> str:
+    """Point the config at ``checkpoint``. A DeCLIPViT backbone checkpoint (with ``meta.declip``) becomes the
+    backbone's ``pretrained``, so its stored mode and attention scale are restored; any other checkpoint is
+    loaded into the whole model (``load_from``). Returns which of the two was done."""
+    from declip_mm.models.backbones.declip_vit import read_declip_checkpoint
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
+    try:
+        found = read_declip_checkpoint(checkpoint)
+    except RuntimeError:  # holds pickled objects: an mmengine training checkpoint
+        found = None
+    if found is None:
+        cfg.load_from = checkpoint
+        return 'load_from'
+    backbone = cfg.model.get('backbone') or cfg.model.get('student')
+    if backbone is None or backbone.get('type') not in ('DeCLIPViT', 'declip_mm.DeCLIPViT'):
+        raise ValueError(f'{checkpoint} is a DeCLIPViT backbone checkpoint, but the config has no DeCLIPViT '
+                         'model.backbone to load it into')
+    if backbone.get('model_name') != found[1]['model_name']:
+        raise ValueError(f"{checkpoint} holds a '{found[1]['model_name']}' backbone, the config builds "
+                         f"'{backbone.get('model_name')}'")
+    backbone.pretrained = checkpoint
+    return 'backbone'

@@ -1,11 +1,13 @@
 from . import presets  # noqa: F401
 from .backbones import DeCLIPViT
+from .classifiers import RegionClassifier
 from .clip_factory import create_clip, resolve_pretrained
 from .distillers import DeCLIPDistiller, DistillDataPreprocessor
 from .losses import ContentDistillLoss, ContextDistillLoss, RegionCorrelationLoss
 from .teachers import DiffusionTeacher, VFMTeacher
-from .text import ClassEmbeddings, CLIPTextEncoder
+from .segmentors import TrainingFreeSegmentor
+from .text import ClassEmbeddings, OpenCLIPTextEncoder
 
-__all__ = ['DeCLIPViT', 'CLIPTextEncoder', 'ClassEmbeddings', 'create_clip', 'resolve_pretrained', 'DeCLIPDistiller',
+__all__ = ['DeCLIPViT', 'OpenCLIPTextEncoder', 'ClassEmbeddings', 'create_clip', 'resolve_pretrained', 'DeCLIPDistiller',
            'DistillDataPreprocessor', 'ContextDistillLoss', 'ContentDistillLoss', 'RegionCorrelationLoss',
-           'VFMTeacher', 'DiffusionTeacher']
+           'VFMTeacher', 'DiffusionTeacher', 'TrainingFreeSegmentor', 'RegionClassifier']

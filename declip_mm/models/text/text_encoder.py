@@ -66,7 +66,7 @@ class ClassEmbeddings:
 
 
 @MODELS.register_module()
-class CLIPTextEncoder(BaseModule):
+class OpenCLIPTextEncoder(BaseModule):
     """Frozen open_clip text tower that turns class names into :class:`ClassEmbeddings`.
 
     Args:

@@ -1,0 +1,95 @@
+"""One-call open-vocabulary segmentation for users (and ``make demo``).
+
+    from declip_mm.apis import build_segmentor, segment_image
+    seg = build_segmentor(backbone=dict(type='DeCLIPViT', model_name='EVA02-B-16', pretrained='declip.pth'),
+                          text_encoder=dict(type='OpenCLIPTextEncoder', model_name='EVA02-B-16',
+                                            pretrained='merged2b_s8b_b131k'),
+                          class_names=['background', 'cat', 'sofa; couch'], bg_thresh=0.4, logit_scale=80.)
+    labels, probs = segment_image(seg, rgb_uint8_image)     # (H, W) class indices, (K, H, W) probabilities
+"""
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CLIP_MEAN = (122.770938, 116.7460125, 104.09373615)
+CLIP_STD = (68.5005327, 66.6321579, 70.32316305)
+
+
+def build_segmentor(backbone: dict, text_encoder: dict, class_names, **kwargs):
+    """A TrainingFreeSegmentor in eval mode (see its docstring for the keyword arguments)."""
+    from mmengine.registry import init_default_scope
+    import declip_mm  # noqa: F401
+    from declip_mm.registry import MODELS
+    init_default_scope('declip_mm')
+    kwargs.setdefault('data_preprocessor', dict(type='mmseg.SegDataPreProcessor', mean=list(CLIP_MEAN),
+                                                std=list(CLIP_STD), bgr_to_rgb=False))
+    return MODELS.build(dict(type='TrainingFreeSegmentor', backbone=backbone, text_encoder=text_encoder,
+                             class_names=class_names, **kwargs)).eval()
+
+
+@torch.no_grad()
+def segment_image(segmentor, image: np.ndarray, short_side: int = 448) -> Tuple[np.ndarray, torch.Tensor]:
+    """RGB uint8 (H, W, 3) -> (labels (H, W) int64, probabilities (K, H, W)); the image is resized to
+    ``short_side`` for inference (slide or whole, per the segmentor's test_cfg) and the result back."""
+    from mmseg.structures import SegDataSample
+    h, w = image.shape[:2]
+    scale = short_side / min(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+    device = next(segmentor.parameters()).device
+    x = ((x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)).to(device)
+    sample = SegDataSample(metainfo=dict(ori_shape=(h, w), img_shape=size, pad_shape=size,
+                                         padding_size=[0, 0, 0, 0]))
+    out = segmentor.predict(x, [sample])[0]
+    return out.pred_sem_seg.data[0].cpu().numpy(), out.seg_logits.data.softmax(dim=0).cpu()
+
+
+def mean_iou(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], num_classes: int,
+             ignore_index: int = 255) -> Dict:
+    """mmseg IoUMetric's mIoU (areas summed over images, IoU per class, NaN-mean over classes with a union),
+    plus each image's own mIoU and the per-class IoUs."""
+    def areas(pred, gt):
+        keep = gt != ignore_index
+        pred, gt = pred[keep], gt[keep]
+        inter = np.bincount(gt[pred == gt], minlength=num_classes)[:num_classes]
+        area_p = np.bincount(pred, minlength=num_classes)[:num_classes]
+        area_g = np.bincount(gt, minlength=num_classes)[:num_classes]
+        return inter, area_p + area_g - inter
+
+    def miou(inter, union):
+        with np.errstate(invalid='ignore', divide='ignore'):
+            iou = inter / union
+        return iou, float(np.nanmean(iou) * 100)
+
+    total_i, total_u, per_image = np.zeros(num_classes), np.zeros(num_classes), []
+    for pred, gt in zip(preds, gts):
+        if pred.shape != gt.shape:
+            raise ValueError(f'prediction {pred.shape} and label {gt.shape} differ in shape')
+        inter, union = areas(pred.astype(np.int64), gt.astype(np.int64))
+        total_i += inter
+        total_u += union
+        per_image.append(miou(inter, union)[1])
+    iou, m = miou(total_i, total_u)
+    return dict(mIoU=m, per_image=per_image, per_class=(iou * 100).tolist())
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, class_names: List[str], alpha: float = 0.5):
+    """A PIL image: the photo blended with a colour per class, with a legend of the classes present."""
+    from PIL import Image, ImageDraw
+    rng = np.random.default_rng(3)
+    palette = rng.integers(40, 255, size=(len(class_names), 3)).astype(np.uint8)
+    palette[0] = (0, 0, 0) if class_names and class_names[0].split(';')[0].strip() == 'background' else palette[0]
+    blend = (image * (1 - alpha) + palette[labels] * alpha).astype(np.uint8)
+    present = [c for c in np.unique(labels)]
+    legend_h = 18 * len(present) + 6
+    canvas = Image.new('RGB', (image.shape[1], image.shape[0] + legend_h), (255, 255, 255))
+    canvas.paste(Image.fromarray(blend), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, c in enumerate(present):
+        y = image.shape[0] + 4 + 18 * i
+        draw.rectangle([4, y, 18, y + 14], fill=tuple(int(v) for v in palette[c]))
+        draw.text((24, y), class_names[c].split(';')[0].strip(), fill=(0, 0, 0))
+    return canvas

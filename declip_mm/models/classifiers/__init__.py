@@ -1,0 +1,4 @@
+"""Open-vocabulary region classification."""
+from .region_classifier import RegionClassifier
+
+__all__ = ['RegionClassifier']

@@ -1,0 +1,60 @@
+"""Open-vocabulary region classification (METHOD.md section 5): regions pooled from the dense map, classified
+against class-name text embeddings. Boxes are pooled with RoIAlign 1x1 (``pooling='box'``), or masks are
+averaged on the dense grid (``pooling='mask'``, needs ``LoadPanopticSegmentIds``)."""
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+
+from ...registry import MODELS
+from ..segmentors.training_free import load_class_names
+
+
+@MODELS.register_module()
+class RegionClassifier(BaseModel):
+    """DeCLIPViT + OpenCLIPTextEncoder -> top-k classes per GT region (written to each data sample)."""
+
+    def __init__(self, backbone: dict, text_encoder: dict, class_names: Union[str, Sequence[str]] = 'coco_panoptic',
+                 pooling: str = 'box', topk: int = 5, mode: Optional[str] = None,
+                 data_preprocessor: Optional[dict] = None, init_cfg=None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if pooling not in ('box', 'mask'):
+            raise ValueError(f"pooling must be 'box' or 'mask', got '{pooling}'")
+        self.backbone = MODELS.build(backbone)
+        text = MODELS.build(text_encoder)
+        self.class_names = load_class_names(class_names)
+        classes = text(self.class_names)
+        self.register_buffer('text_embeddings', classes.embeddings, persistent=False)
+        self.register_buffer('text_class_index', classes.class_index, persistent=False)
+        self.pooling, self.topk, self.mode = pooling, topk, mode
+
+    def region_embeddings(self, dense: torch.Tensor, samples) -> list:
+        """Per image (n_i, D) L2-normalised region embeddings from an un-normalised dense map (B, D, h, w)."""
+        if self.pooling == 'box':
+            return self.backbone.extract_regions(dense, [s.gt_bboxes.to(dense.device) for s in samples])
+        out = []
+        for i, s in enumerate(samples):
+            masks = (s.gt_seg_map.to(dense.device)[None] == s.segment_ids.to(dense.device)[:, None, None]).float()
+            H, W = masks.shape[-2:]
+            masks = F.pad(masks, (0, dense.shape[-1] * self.backbone.patch_size - W,
+                                  0, dense.shape[-2] * self.backbone.patch_size - H))
+            weights = F.adaptive_avg_pool2d(masks, dense.shape[-2:]).flatten(1)        # (n, h*w) area fractions
+            pooled = weights @ dense[i].flatten(1).t() / weights.sum(1, keepdim=True).clamp_min(1e-6)
+            out.append(F.normalize(pooled, dim=-1))
+        return out
+
+    def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'predict'):
+        if mode != 'predict':
+            raise ValueError(f"RegionClassifier only predicts; got mode='{mode}'")
+        p = self.backbone.patch_size
+        h, w = inputs.shape[-2:]
+        inputs = F.pad(inputs, (0, -w % p, 0, -h % p))
+        dense = self.backbone.extract_dense(inputs, mode=self.mode, normalize=False)
+        from ..text import ClassEmbeddings
+        classes = ClassEmbeddings(self.text_embeddings, self.text_class_index, self.class_names)
+        for sample, regions in zip(data_samples, self.region_embeddings(dense, data_samples)):
+            scores = classes.logits(regions)
+            sample.pred_scores = scores
+            sample.pred_topk = scores.topk(min(self.topk, scores.shape[-1]), dim=-1).indices
+        return data_samples

@@ -1,5 +1,5 @@
 # declip-mm: the commands that matter.
-#   make demo     the main job: open-vocabulary segmentation of real sample photos (arrives with issue #5)
+#   make demo     the main job: distil a tiny preset, then segment real sample photos with an open vocabulary
 #   make test     installs when needed, then runs the whole test suite (this is what CI runs)
 #   make install  one-command setup (virtual environment outside the repo, mmcv ops, import checks)
 SHELL := /bin/bash
@@ -18,8 +18,10 @@ test: install
 sample-data: install
 	@PYTHONPATH=$(CURDIR) $(PY) tools/fetch_sample_data.py
 
+# make demo DEMO_ARGS="--skip-distill --model-name EVA02-B-16 --backbone declip.pth --text-weights merged2b_s8b_b131k"
+DEMO_ARGS ?=
 demo: install
-	@PYTHONPATH=$(CURDIR) $(PY) tools/demo.py
+	@PYTHONPATH=$(CURDIR) $(PY) tools/demo.py $(DEMO_ARGS)
 
 # Removes only this clone's link; the shared environment stays in the cache for other clones.
 clean-env:

@@ -1,4 +1,5 @@
 """Runner hooks."""
 from .distill_hook import DeCLIPDistillHook, ensemble_state_dict
+from .progress_hook import ProgressBarHook
 
-__all__ = ['DeCLIPDistillHook', 'ensemble_state_dict']
+__all__ = ['DeCLIPDistillHook', 'ProgressBarHook', 'ensemble_state_dict']

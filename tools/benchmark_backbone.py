@@ -10,6 +10,10 @@ reset through /proc/self/clear_refs, in a second run that allocates large blocks
 leaves the RSS). bf16 rows run under torch.autocast and report
 the mean cosine similarity of their dense features to the fp32 ones.
 """
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this clone's declip_mm, whatever is installed
 import argparse
 import json
 import os

@@ -9,6 +9,10 @@ teachers, one student forward/backward and the AdamW step (the config's optimize
 teacher targets are computed in a warm-up pass and then read from disk. Memory: peak RSS growth over the
 built model on CPU, torch.cuda.max_memory_allocated on CUDA.
 """
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this clone's declip_mm, whatever is installed
 import argparse
 import json
 import os

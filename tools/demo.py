@@ -10,6 +10,10 @@ With real weights (documented in docs/evaluation.md):
     python tools/demo.py --skip-distill --model-name EVA02-B-16 --backbone declip_eva_b16.pth \
         --text-weights merged2b_s8b_b131k [--classes voc21 | file.txt | "cat,dog,sofa; couch"] [--images DIR]
 """
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this clone's declip_mm, whatever is installed
 import argparse
 import json
 import sys

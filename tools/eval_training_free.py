@@ -7,6 +7,10 @@ CHECKPOINT: a DeCLIPViT checkpoint (its mode/scale are restored), or 'none' for 
 weights. Benchmarks whose data root is missing are reported as such (see docs/evaluation.md to prepare them).
 The paper's 8-benchmark averages (ViT-B/16): 41.9 (CVPR DeCLIP), 44.1 (journal DeCLIP).
 """
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this clone's declip_mm, whatever is installed
 import argparse
 import json
 import os

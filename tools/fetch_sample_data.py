@@ -2,6 +2,10 @@
 
     python tools/fetch_sample_data.py [--root DIR] [--force]
 """
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this clone's declip_mm, whatever is installed
 import argparse
 import sys
 

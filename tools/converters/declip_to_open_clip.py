@@ -7,6 +7,10 @@ weights given by --text-weights (an open_clip tag resolved offline, or a file). 
 exactly: converting the result back with DeCLIPViT(model_name, pretrained=DST, mode=..., attn_scale=...)
 gives identical tensors. The mode and scale are printed, since open_clip's format cannot store them.
 """
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[2]))  # this clone's declip_mm, whatever is installed
 import argparse
 
 import torch

@@ -7,6 +7,10 @@ into a DeCLIPViT checkpoint that stores the mode and attention scale it must be 
 The authors' released DeCLIP checkpoints were trained in 'csa' mode without the 1/sqrt(d) scale
 (--attn-scale 1.0). Missing or unexpected keys stop the conversion (they are listed).
 """
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[2]))  # this clone's declip_mm, whatever is installed
 import argparse
 
 import declip_mm  # noqa: F401

@@ -5,6 +5,10 @@
 Reads annotations/<split>/*_labelTrainIds.png, writes annotations_object/<split>/*_objectTrainIds.png:
 things 0..79 -> 1..80, stuff and unlabelled -> 0 (background).
 """
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[2]))  # this clone's declip_mm, whatever is installed
 import argparse
 from multiprocessing import Pool
 from pathlib import Path

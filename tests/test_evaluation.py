@@ -252,3 +252,37 @@ def test_region_classification_end_to_end(sample_root, tmp_path, pooling):
     for key in ('thing_top1', 'thing_top5', 'stuff_top1', 'all_top5'):
         value = metrics[f'region/{key}']
         assert 0 <= value <= 100 and not math.isnan(value)
+
+
+@pytest.mark.slow
+def test_eval_all_benchmarks_script_writes_a_summary(sample_root, tmp_path):
+    """tools/eval_training_free.py runs tools/test.py per benchmark (a plain mmseg-scope config) and summarises."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    cfgs = tmp_path / 'cfgs'
+    cfgs.mkdir()
+    (cfgs / 'tiny_voc21.py').write_text(f'''
+_base_ = ['{repo}/configs/segmentation/training-free_declip-eva02-b16_voc21.py']
+model = dict(backbone=dict(model_name='{TINY}', pretrained=None),
+             text_encoder=dict(model_name='{TINY}', pretrained=None, templates='simple', embedding_cache=False),
+             test_cfg=dict(crop_size=(96, 96), stride=(64, 64)))
+test_dataloader = dict(num_workers=0, dataset=dict(data_root='{sample_root / "voc"}',
+    pipeline=[dict(type='LoadImageFromFile'), dict(type='Resize', scale=(10000, 128), keep_ratio=True),
+              dict(type='LoadAnnotations'), dict(type='PackSegInputs')]))
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+''')
+    torch.manual_seed(0)
+    DeCLIPViT(TINY, mode='csa').save_checkpoint(str(tmp_path / 'tiny.pth'))
+    proc = subprocess.run([sys.executable, str(repo / 'tools/eval_training_free.py'), str(tmp_path / 'tiny.pth'),
+                           '--configs-dir', str(cfgs), '--prefix', 'tiny_', '--benchmarks', 'voc21', 'ade20k',
+                           '--out', str(tmp_path / 'out')], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(repo)))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    summary = json.loads((tmp_path / 'out' / 'summary.json').read_text())
+    assert summary['results']['voc21']['status'] == 'ok' and 0 <= summary['results']['voc21']['mIoU'] <= 100
+    assert summary['results']['ade20k']['status'].startswith('missing config')
+    assert summary['complete'] is False and summary['average'] == summary['results']['voc21']['mIoU']
+    assert '(partial)' in (tmp_path / 'out' / 'summary.md').read_text()

@@ -233,3 +233,60 @@ def test_trusted_checkpoint_loader_is_registered(tmp_path):
         load_weights_file(path)
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         load_trusted_checkpoint(str(tmp_path / 'missing.pth'))
+
+
+PLAIN_MMDET_CONFIG = '''
+default_scope = 'mmdet'
+custom_imports = dict(imports=['declip_mm'], allow_failed_imports=False)
+classes = {classes}
+model = dict(
+    type='RetinaNet',
+    data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+                           bgr_to_rgb=True, pad_size_divisor=32),
+    backbone=dict(type='ResNet', depth=18, num_stages=4, out_indices=(1, 2, 3), frozen_stages=-1,
+                  norm_cfg=dict(type='BN'), norm_eval=False, style='pytorch'),
+    neck=dict(type='FPN', in_channels=[128, 256, 512], out_channels=32, start_level=0, add_extra_convs='on_input',
+              num_outs=5),
+    bbox_head=dict(type='RetinaHead', num_classes=len(classes), in_channels=32, stacked_convs=1, feat_channels=32,
+                   anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4, scales_per_octave=1,
+                                         ratios=[1.0], strides=[8, 16, 32, 64, 128]),
+                   bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[.0] * 4, target_stds=[1.0] * 4),
+                   loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+                   loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+    train_cfg=dict(assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0,
+                                 ignore_iof_thr=-1), sampler=dict(type='PseudoSampler'), allowed_border=-1,
+                   pos_weight=-1, debug=False),
+    test_cfg=dict(nms_pre=100, min_bbox_size=0, score_thr=0.0, nms=dict(type='nms', iou_threshold=0.5),
+                  max_per_img=20))
+_data = dict(type='CocoDataset', data_root='{root}', ann_file='annotations/instances_sample.json',
+             data_prefix=dict(img='images/'), metainfo=dict(classes=classes))
+train_dataloader = dict(batch_size=2, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
+                        dataset=dict(_data, filter_cfg=dict(filter_empty_gt=True), pipeline=[
+                            dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
+                            dict(type='Resize', scale=(256, 256), keep_ratio=True), dict(type='PackDetInputs')]))
+test_dataloader = dict(batch_size=1, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+                       dataset=dict(_data, test_mode=True, pipeline=[
+                           dict(type='LoadImageFromFile'), dict(type='Resize', scale=(256, 256), keep_ratio=True),
+                           dict(type='LoadAnnotations', with_bbox=True),
+                           dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                                                 'scale_factor'))]))
+test_evaluator = dict(type='CocoMetric', ann_file='{root}/annotations/instances_sample.json', metric='bbox')
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=100)
+test_cfg = dict(type='TestLoop')
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.001, momentum=0.9, weight_decay=1e-4))
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
+                     logger=dict(type='LoggerHook', interval=1))
+log_processor = dict(by_epoch=False)
+'''
+
+
+@pytest.mark.slow
+def test_train_and_test_tools_run_a_plain_mmdet_config(sample_root, tmp_path):
+    classes = tuple(c['name'] for c in json.load(open(sample_root / 'coco/annotations/instances_sample.json'))[
+        'categories'])
+    (tmp_path / 'retinanet_sample.py').write_text(PLAIN_MMDET_CONFIG.format(classes=classes,
+                                                                            root=sample_root / 'coco'))
+    _run_tool('train.py', ['retinanet_sample.py', '--work-dir', 'det'], tmp_path)
+    assert (tmp_path / 'det' / 'iter_2.pth').is_file()
+    log = _run_tool('test.py', ['retinanet_sample.py', 'det/iter_2.pth', '--work-dir', 'det_test'], tmp_path)
+    assert 'coco/bbox_mAP:' in log

@@ -39,6 +39,10 @@ def main(argv=None):
     results = {}
     for name in args.benchmarks:
         config = Path(args.configs_dir) / f'{args.prefix}{name}.py'
+        if not config.is_file():
+            results[name] = dict(status=f'missing config {config}')
+            print(f'{name}: skipped, {results[name]["status"]}', flush=True)
+            continue
         cfg = Config.fromfile(str(config))
         root = cfg.test_dataloader.dataset.data_root
         if not Path(root).is_dir():

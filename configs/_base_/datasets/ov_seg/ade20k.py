@@ -1,21 +1,10 @@
-# ade20k: validation set, short side 448 px (METHOD.md section 5); prepare it as in docs/evaluation.md.
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(10000, 448), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs'),
-]
+# ADE20K val, 150 classes; prepare it as in docs/evaluation.md.
+_base_ = ['./ov_seg_eval.py']
 test_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type='ADE20KDataset',
         data_root='data/ade/ADEChallengeData2016',
         data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
         reduce_zero_label=True,
-        pipeline=test_pipeline))
+    ))
 val_dataloader = test_dataloader
-test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-val_evaluator = test_evaluator

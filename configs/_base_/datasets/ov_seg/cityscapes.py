@@ -1,21 +1,16 @@
-# cityscapes: validation set, short side 560 px (METHOD.md section 5); prepare it as in docs/evaluation.md.
+# Cityscapes val, 19 classes, short side 560; prepare it as in docs/evaluation.md.
+_base_ = ['./ov_seg_eval.py']
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(10000, 560), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=False),
+    dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
 test_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         type='CityscapesDataset',
         data_root='data/cityscapes',
         data_prefix=dict(img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
-        reduce_zero_label=False,
-        pipeline=test_pipeline))
+        pipeline=test_pipeline,
+    ))
 val_dataloader = test_dataloader
-test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-val_evaluator = test_evaluator

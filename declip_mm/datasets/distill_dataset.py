@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import math
+from io import BytesIO
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -111,7 +112,6 @@ class DeCLIPDistillDataset(torch.utils.data.Dataset):
         """(RGB image, sha256 of the file) or None when the file cannot be decoded."""
         try:
             data = path.read_bytes()
-            from io import BytesIO
             image = Image.open(BytesIO(data))
             image.load()
             image = image.convert('RGB')

@@ -137,8 +137,12 @@ def load_clip_state_dict(model: torch.nn.Module, state_dict: dict, source: str, 
 
 
 def create_clip(model_name: str, pretrained: Optional[str] = None, cache_dir: Optional[str] = None,
-                strict: bool = True):
-    """Create open_clip model ``model_name`` and load ``pretrained`` offline. Returns (model, report)."""
+                strict: bool = True, weights: Optional[dict] = None):
+    """Create open_clip model ``model_name`` and load ``pretrained`` offline. Returns (model, report).
+
+    ``weights``: the already-read contents of ``pretrained``'s file, so that a caller that had to look into
+    the file does not read it twice.
+    """
     if model_name not in open_clip.list_models():
         raise ValueError(f"unknown open_clip model '{model_name}'; see open_clip.list_models()")
     quick_gelu = False
@@ -149,6 +153,7 @@ def create_clip(model_name: str, pretrained: Optional[str] = None, cache_dir: Op
     path = resolve_pretrained(model_name, pretrained, cache_dir)
     report = None
     if path is not None:
-        report = load_clip_state_dict(model, load_weights_file(path), source=path, strict=strict)
+        weights = load_weights_file(path) if weights is None else weights
+        report = load_clip_state_dict(model, weights, source=path, strict=strict)
     model.eval()
     return model, report

@@ -14,7 +14,6 @@ Context features (what DeCLIP distils from a vision foundation model) are the la
 with bias, before scaling. The decoupled attention itself is in ``decoupled_attention.py``.
 """
 import math
-from pathlib import Path
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -23,7 +22,7 @@ from mmengine.model import BaseModule
 
 from ...registry import MODELS
 from ...utils import load_weights_file
-from ..clip_factory import LoadReport, create_clip, unwrap_state_dict
+from ..clip_factory import LoadReport, create_clip, resolve_pretrained, unwrap_state_dict
 from .decoupled_attention import DECOUPLED_MODES, decoupled_block, maskclip_block
 from .vision_towers import make_view
 
@@ -46,13 +45,17 @@ class DeCLIPFeatures(NamedTuple):
     intermediates: List[torch.Tensor]
 
 
-def read_declip_checkpoint(path: str):
-    """Return (state_dict, meta) when ``path`` is a DeCLIPViT checkpoint, else None."""
-    obj = load_weights_file(path)
+def declip_checkpoint_parts(obj):
+    """(state_dict, meta) when ``obj`` (a loaded file) is a DeCLIPViT checkpoint, else None."""
     meta = obj.get('meta', {}) if isinstance(obj, dict) else {}
     if isinstance(meta, dict) and isinstance(meta.get('declip'), dict):
         return unwrap_state_dict(obj), meta['declip']
     return None
+
+
+def read_declip_checkpoint(path: str):
+    """Return (state_dict, meta) when the file ``path`` is a DeCLIPViT checkpoint, else None."""
+    return declip_checkpoint_parts(load_weights_file(path))
 
 
 @MODELS.register_module()
@@ -91,13 +94,17 @@ class DeCLIPViT(BaseModule):
         if init_cfg is not None:
             raise ValueError('DeCLIPViT loads its weights with pretrained=...; init_cfg is not used')
         super().__init__()
-        checkpoint = read_declip_checkpoint(pretrained) if pretrained and Path(pretrained).is_file() else None
+        path = resolve_pretrained(model_name, pretrained, cache_dir)
+        contents = load_weights_file(path) if path else None         # read once: ours, open_clip or EVA-CLIP
+        checkpoint = declip_checkpoint_parts(contents) if contents is not None else None
         saved = checkpoint[1] if checkpoint else {}
         if saved and saved.get('model_name') != model_name:
             raise ValueError(f"{pretrained} holds a DeCLIPViT of model '{saved.get('model_name')}', "
                              f"but model_name='{model_name}'")
 
-        clip, self.load_report = create_clip(model_name, None if checkpoint else pretrained, cache_dir, strict)
+        clip, self.load_report = create_clip(model_name, None if checkpoint else pretrained, cache_dir, strict,
+                                             weights=None if checkpoint else contents)
+        del contents
         self.visual = clip.visual
         del clip
         self.view = make_view(self.visual)

@@ -138,3 +138,18 @@ def test_resize_and_fuse_keep_rows_stochastic():
     torch.testing.assert_close(fuse_attention([r, r]), r @ r)
     with pytest.raises(ValueError, match='square grid'):
         resize_attention(torch.rand(1, 15, 15), (3, 5))
+
+
+def test_sam_image_encoder_loads_official_file(tmp_path):
+    tiny_sam = dict(embed_dim=48, depth=2, num_heads=3, global_attn_indexes=[1], window_size=4, neck_chans=32,
+                    img_size=64)
+    torch.manual_seed(0)
+    random = VFMTeacher('sam_vitb', model_kwargs=tiny_sam)
+    official = {f"image_encoder.{k.replace('mlp.fc', 'mlp.lin')}": v for k, v in random.model.state_dict().items()}
+    official['mask_decoder.iou_token.weight'] = torch.zeros(1, 8)        # SAM's decoder: not the image encoder
+    torch.save(official, tmp_path / 'sam_vit_b.pth')
+    loaded = VFMTeacher('sam_vitb', checkpoint=str(tmp_path / 'sam_vit_b.pth'), model_kwargs=tiny_sam)
+    x = torch.randn(1, 3, 80, 96)
+    tokens = loaded(x)
+    assert loaded.embed_dim == 32 and tokens.shape == (1, 5 * 6, 32)
+    torch.testing.assert_close(tokens, random(x), atol=1e-5, rtol=0)

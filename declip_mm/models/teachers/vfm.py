@@ -1,10 +1,12 @@
-"""Vision-foundation-model teacher: DINOv2 (with or without registers) and DINO, built with timm, frozen.
+"""Vision-foundation-model teacher: DINOv2 (with or without registers), DINO and SAM's image encoder, built
+with timm, frozen.
 
 Weights are read from the official files by local path (the torch-hub ``dinov2_vitb14_reg4_pretrain.pth``,
-``dino_vitbase16_pretrain.pth``, ...) and mapped with timm's own ``checkpoint_filter_fn``; missing and
-unexpected keys are always reported. The teacher returns the last layer's patch tokens after the final
-norm, CLS and register tokens dropped (METHOD.md section 2). Its input is ImageNet-normalised, at the
-student's token grid times the teacher's patch size.
+``dino_vitbase16_pretrain.pth``, SAM's ``sam_vit_b_01ec64.pth``, ...) and mapped with timm's own
+``checkpoint_filter_fn``; missing and unexpected keys are always reported. The teacher returns the last
+layer's patch tokens after the final norm, CLS and register tokens dropped (METHOD.md section 2); for SAM,
+the image encoder's neck output (256 channels). Its input is ImageNet-normalised, at the student's token
+grid times the teacher's patch size.
 """
 from typing import Optional
 
@@ -29,6 +31,9 @@ VFM_ARCHS = {
     'dinov2_vitg14_reg': 'vit_giant_patch14_reg4_dinov2',
     'dino_vitb16': 'vit_base_patch16_224',
     'dino_vitb8': 'vit_base_patch8_224',
+    'sam_vitb': 'samvit_base_patch16',
+    'sam_vitl': 'samvit_large_patch16',
+    'sam_vith': 'samvit_huge_patch16',
 }
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -54,13 +59,16 @@ class VFMTeacher(nn.Module):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got '{dtype}'")
         self.arch = arch
-        self.model = timm.create_model(VFM_ARCHS[arch], pretrained=False, num_classes=0, dynamic_img_size=True,
+        # SAM resizes its position (and relative position) embeddings to any grid by itself
+        dynamic = {} if arch.startswith('sam') else dict(dynamic_img_size=True)
+        self.model = timm.create_model(VFM_ARCHS[arch], pretrained=False, num_classes=0, **dynamic,
                                        **(model_kwargs or {}))
         self.load_report = None
         if checkpoint is not None:
             self.load_report = self._load(checkpoint, strict)
         self.patch_size = self.model.patch_embed.patch_size[0]
-        self.embed_dim = self.model.embed_dim
+        neck = getattr(self.model, 'neck', None)
+        self.embed_dim = neck[-1].normalized_shape[0] if neck is not None and len(neck) else self.model.embed_dim
         self.dtype = DTYPES[dtype]
         self.model.to(self.dtype)
         self.requires_grad_(False)
@@ -87,5 +95,7 @@ class VFMTeacher(nn.Module):
         p = self.patch_size
         if images.shape[-2] % p or images.shape[-1] % p:
             raise ValueError(f'VFM input {tuple(images.shape[-2:])} is not a multiple of its patch size {p}')
-        tokens = self.model.forward_features(images.to(self.dtype))
-        return tokens[:, self.model.num_prefix_tokens:].float()
+        features = self.model.forward_features(images.to(self.dtype))
+        if features.dim() == 4:                                   # SAM: (B, C, h, w) neck map
+            return features.flatten(2).transpose(1, 2).float()
+        return features[:, self.model.num_prefix_tokens:].float()

@@ -8,9 +8,11 @@ layer's patch tokens after the final norm, CLS and register tokens dropped (METH
 the image encoder's neck output (256 channels). Its input is ImageNet-normalised, at the student's token
 grid times the teacher's patch size.
 """
-from typing import Optional
+import math
+from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...registry import MODELS
@@ -38,6 +40,18 @@ VFM_ARCHS = {
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
+def dino_interpolate_pos(pos: torch.Tensor, grid: Tuple[int, int], offset: float = 0.1) -> torch.Tensor:
+    """DINO / DINOv2's own position-embedding resize: patch table (1, M*M, C) -> (1, h*w, C), bicubic with
+    scale factors (n + 0.1) / M and no antialiasing (``interpolate_pos_encoding`` of the official models)."""
+    m = int(math.sqrt(pos.shape[1]))
+    table = pos.reshape(1, m, m, -1).permute(0, 3, 1, 2).float()
+    table = F.interpolate(table, scale_factor=((grid[0] + offset) / m, (grid[1] + offset) / m), mode='bicubic',
+                          align_corners=False, antialias=False)
+    if tuple(table.shape[-2:]) != tuple(grid):
+        raise RuntimeError(f'position table resized to {tuple(table.shape[-2:])}, expected {grid}')
+    return table.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)
+
+
 @MODELS.register_module()
 class VFMTeacher(nn.Module):
     """Frozen DINOv2 / DINO teacher giving patch tokens (B, h*w, C) for ImageNet-normalised (B, 3, h*p, w*p).
@@ -59,10 +73,9 @@ class VFMTeacher(nn.Module):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got '{dtype}'")
         self.arch = arch
-        # SAM resizes its position (and relative position) embeddings to any grid by itself
-        dynamic = {} if arch.startswith('sam') else dict(dynamic_img_size=True)
-        self.model = timm.create_model(VFM_ARCHS[arch], pretrained=False, num_classes=0, **dynamic,
-                                       **(model_kwargs or {}))
+        # SAM resizes its position (and relative position) embeddings to any grid by itself; DINO / DINOv2
+        # tables are resized here with the official rule (see set_grid)
+        self.model = timm.create_model(VFM_ARCHS[arch], pretrained=False, num_classes=0, **(model_kwargs or {}))
         self.load_report = None
         if checkpoint is not None:
             self.load_report = self._load(checkpoint, strict)
@@ -70,6 +83,12 @@ class VFMTeacher(nn.Module):
         neck = getattr(self.model, 'neck', None)
         self.embed_dim = neck[-1].normalized_shape[0] if neck is not None and len(neck) else self.model.embed_dim
         self.dtype = DTYPES[dtype]
+        self.grid = tuple(self.model.patch_embed.grid_size)
+        self.resizes_pos_itself = arch.startswith('sam')
+        if not self.resizes_pos_itself:
+            # the pretraining grid's table (after the weights are loaded), the source of every resize
+            self.register_buffer('source_pos_embed', self.model.pos_embed.detach().clone().float(), persistent=False)
+            self.source_grid = self.grid
         self.model.to(self.dtype)
         self.requires_grad_(False)
         self.eval()
@@ -90,11 +109,28 @@ class VFMTeacher(nn.Module):
         return super().train(False)
 
     @torch.no_grad()
+    def set_grid(self, grid: Tuple[int, int]) -> None:
+        """Make the model take a grid of (h, w) tokens; DINO/DINOv2 position tables are resized officially."""
+        p = self.patch_size
+        if self.resizes_pos_itself:
+            return
+        self.model.set_input_size(img_size=(grid[0] * p, grid[1] * p))
+        num_prefix = 0 if self.model.no_embed_class else self.model.num_prefix_tokens
+        src = self.source_pos_embed
+        patch = src[:, num_prefix:] if tuple(grid) == tuple(self.source_grid) else \
+            dino_interpolate_pos(src[:, num_prefix:], grid)
+        self.model.pos_embed.data.copy_(torch.cat([src[:, :num_prefix], patch], dim=1))
+        self.grid = tuple(grid)
+
+    @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, h*p, w*p) ImageNet-normalised -> (B, h*w, C) final-norm patch tokens (float32)."""
         p = self.patch_size
         if images.shape[-2] % p or images.shape[-1] % p:
             raise ValueError(f'VFM input {tuple(images.shape[-2:])} is not a multiple of its patch size {p}')
+        grid = (images.shape[-2] // p, images.shape[-1] // p)
+        if grid != self.grid:
+            self.set_grid(grid)
         features = self.model.forward_features(images.to(self.dtype))
         if features.dim() == 4:                                   # SAM: (B, C, h, w) neck map
             return features.flatten(2).transpose(1, 2).float()

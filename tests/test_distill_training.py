@@ -172,3 +172,53 @@ def test_teacher_cache_hits_and_matches(sample_root, tmp_path):
     for k in ('loss_context', 'loss_rcc'):
         assert float(first[k]) == pytest.approx(float(want[k]), rel=1e-2)   # fp16 storage
         assert float(again[k]) == pytest.approx(float(first[k]), rel=1e-6)
+
+
+VAL_OPTIONS = {
+    'model.data_preprocessor.eval_preprocessor': dict(
+        type='mmseg.SegDataPreProcessor', mean=[122.771, 116.746, 104.094], std=[68.501, 66.632, 70.323],
+        bgr_to_rgb=True, pad_val=0, seg_pad_val=255),
+    'model.val_segmentor': dict(
+        text_encoder=dict(type='OpenCLIPTextEncoder', model_name='DeCLIP-Tiny-ViT-16', templates='simple',
+                          embedding_cache=False),
+        class_names='voc21', logit_scale=80.0, bg_thresh=0.4, test_cfg=dict(mode='whole')),
+}
+
+
+@pytest.mark.slow
+def test_validation_during_distillation_uses_the_ensemble(sample_root, tmp_path):
+    """The student is validated (training-free VOC21 on the sample photos) on the weight-space ensemble, and
+    training continues from the raw student."""
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(str(TINY_CFG))
+    cfg.merge_from_dict(VAL_OPTIONS)
+    cfg.train_dataloader.dataset.data_root = str(sample_root)
+    cfg.val_dataloader = dict(
+        batch_size=1, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+        dataset=dict(type='mmseg.PascalVOCDataset', data_root=str(sample_root / 'voc'),
+                     data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
+                     ann_file='ImageSets/Segmentation/val.txt',
+                     pipeline=[dict(type='LoadImageFromFile'), dict(type='Resize', scale=(10000, 128), keep_ratio=True),
+                               dict(type='mmseg.LoadAnnotations'), dict(type='mmseg.PackSegInputs')]))
+    cfg.val_evaluator = dict(type='mmseg.IoUMetric', iou_metrics=['mIoU'])
+    cfg.val_cfg = dict(type='ValLoop')
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1, val_interval=1)
+    cfg.work_dir = str(tmp_path)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    distiller = runner.model
+    raw = {k: v.clone() for k, v in distiller.student.state_dict().items()}
+    val_miou = [json.loads(line) for line in sorted(tmp_path.glob('*/vis_data/scalars.json'))[0].read_text()
+                .splitlines() if 'mIoU' in line][-1]['mIoU']
+    # after validation the raw student is back in place
+    ckpt = load_trusted_checkpoint(str(tmp_path / 'epoch_1.pth'))['state_dict']
+    for k, v in raw.items():
+        torch.testing.assert_close(v, ckpt[f'student.{k}'], rtol=0, atol=0)
+    # the logged mIoU is the ensemble's: evaluate 0.7 * student + 0.3 * original again, without the hook
+    original = distiller.clip_teacher.state_dict()
+    hook = [h for h in runner._hooks if type(h).__name__ == 'DeCLIPDistillHook'][0]
+    runner._hooks.remove(hook)
+    distiller.student.load_state_dict({k: 0.7 * v + 0.3 * original[k] for k, v in raw.items()})
+    assert runner.val_loop.run()['mIoU'] == pytest.approx(val_miou, abs=0.01)
+    distiller.student.load_state_dict(raw)
+    assert runner.val_loop.run()['mIoU'] != pytest.approx(val_miou, abs=0.01)   # the raw student differs

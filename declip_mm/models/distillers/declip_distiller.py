@@ -35,16 +35,24 @@ def _normalizer(mean, std):
 class DistillDataPreprocessor(BaseDataPreprocessor):
     """Moves a distillation batch to the device and normalises each view (uint8 -> float).
 
-    student and crops: CLIP mean/std; vfm: ImageNet mean/std; sd: scaled to [-1, 1].
+    student and crops: CLIP mean/std; vfm: ImageNet mean/std; sd: scaled to [-1, 1]. Validation batches of an
+    mmseg dataset (with ``data_samples``) go to ``eval_preprocessor`` (e.g. mmseg's SegDataPreProcessor).
     """
 
-    def __init__(self, clip_mean=CLIP_MEAN, clip_std=CLIP_STD, vfm_mean=IMAGENET_MEAN, vfm_std=IMAGENET_STD):
+    def __init__(self, clip_mean=CLIP_MEAN, clip_std=CLIP_STD, vfm_mean=IMAGENET_MEAN, vfm_std=IMAGENET_STD,
+                 eval_preprocessor: Optional[dict] = None):
         super().__init__()
         for name, (m, s) in dict(clip=_normalizer(clip_mean, clip_std), vfm=_normalizer(vfm_mean, vfm_std)).items():
             self.register_buffer(f'{name}_mean', m, persistent=False)
             self.register_buffer(f'{name}_std', s, persistent=False)
+        self.eval_preprocessor = MODELS.build(eval_preprocessor) if eval_preprocessor else None
 
     def forward(self, data: dict, training: bool = False) -> dict:
+        if not training and 'data_samples' in data:
+            if self.eval_preprocessor is None:
+                raise ValueError('a validation batch reached DistillDataPreprocessor without an eval_preprocessor; '
+                                 "set model.data_preprocessor.eval_preprocessor=dict(type='mmseg.SegDataPreProcessor', ...)")
+            return self.eval_preprocessor(data, False)
         inputs = self.cast_data(data)['inputs']
         out = dict(inputs)
         out['student'] = (inputs['student'].float() - self.clip_mean) / self.clip_std
@@ -67,6 +75,9 @@ class DeCLIPDistiller(BaseModel):
         region_cells: N of the N x N RoIAlign cells (weighted content pooling and the region correlation).
         teacher_cache: folder for cached teacher targets, or None.
         crop_batch: crops per CLIP-teacher call (all crops of a batch go through in chunks of this size).
+        val_segmentor: TrainingFreeSegmentor settings (text_encoder, class_names, logit_scale, bg_thresh,
+            test_cfg) to validate the student during distillation with an mmseg val_dataloader; the student is
+            its backbone (DeCLIPDistillHook swaps in the ensembled weights for validation).
     """
 
     def __init__(self, student: dict, vfm_teacher: dict, diffusion_teacher: Optional[dict] = None,
@@ -74,14 +85,18 @@ class DeCLIPDistiller(BaseModel):
                  content_loss: dict = dict(type='ContentDistillLoss'),
                  rcc_loss: Optional[dict] = dict(type='RegionCorrelationLoss'),
                  region_cells: int = 4, teacher_cache: Optional[str] = None, crop_batch: int = 64,
+                 val_segmentor: Optional[dict] = None,
                  data_preprocessor: dict = dict(type='DistillDataPreprocessor'), init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.student = MODELS.build(student)
         clip_teacher = copy.deepcopy(self.student).requires_grad_(False).eval()
         vfm = MODELS.build(vfm_teacher)
         sd = MODELS.build(diffusion_teacher) if diffusion_teacher else None
-        # plain list: teachers are not submodules (no checkpoints, no DDP, placed by the hook)
+        # plain dict: teachers are not submodules (no checkpoints, no DDP, placed by the hook)
         self.teachers = dict(clip=clip_teacher, vfm=vfm, sd=sd)
+        # the validation segmentor shares the student; kept out of the submodules for the same reasons
+        self.evaluators = dict(seg=MODELS.build(dict(type='TrainingFreeSegmentor', backbone=self.student,
+                                                     **val_segmentor)) if val_segmentor else None)
         self.context_loss = MODELS.build(context_loss)
         self.content_loss = MODELS.build(content_loss)
         self.rcc_loss = MODELS.build(rcc_loss) if rcc_loss else None
@@ -106,6 +121,8 @@ class DeCLIPDistiller(BaseModel):
         for teacher in self.teachers.values():
             if teacher is not None:
                 teacher.to(device).eval()
+        if self.evaluators['seg'] is not None:
+            self.evaluators['seg'].to(device)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -125,11 +142,14 @@ class DeCLIPDistiller(BaseModel):
         return torch.cat([self.clip_teacher.encode_image(chunk) for chunk in crops.split(self.crop_batch)])
 
     # ------------------------------------------------------------------ forward
-    def forward(self, inputs: dict, data_samples=None, mode: str = 'loss'):
-        if mode != 'loss':
-            raise ValueError(f"DeCLIPDistiller only trains (mode='loss'); got mode='{mode}'. Evaluate the student "
-                             'with a segmentor or detector config.')
-        return self.loss(inputs)
+    def forward(self, inputs, data_samples=None, mode: str = 'loss'):
+        if mode == 'loss':
+            return self.loss(inputs)
+        if mode == 'predict' and self.evaluators['seg'] is not None:
+            segmentor = self.evaluators['seg'].eval()
+            return segmentor.predict(inputs, data_samples)
+        raise ValueError(f"DeCLIPDistiller got mode='{mode}': it trains (mode='loss') and predicts only with "
+                         'val_segmentor set (training-free segmentation by the student).')
 
     def loss(self, inputs: dict) -> Dict[str, torch.Tensor]:
         boxes = [b.to(inputs['student'].device) for b in inputs['boxes']]

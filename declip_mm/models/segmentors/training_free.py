@@ -39,7 +39,7 @@ class TrainingFreeSegmentor(EncoderDecoder):
     """mmseg segmentor: DeCLIPViT dense features x class-name text embeddings, no training.
 
     Args:
-        backbone: DeCLIPViT config.
+        backbone: DeCLIPViT config (or a built DeCLIPViT).
         text_encoder: OpenCLIPTextEncoder config (same open_clip model; the ORIGINAL CLIP weights, since DeCLIP
             keeps the text tower frozen).
         class_names: list, bundled list name or file (synonyms separated by ';').
@@ -55,7 +55,8 @@ class TrainingFreeSegmentor(EncoderDecoder):
                  test_cfg: dict = dict(mode='slide', crop_size=(336, 336), stride=(112, 112)),
                  data_preprocessor: Optional[dict] = None, init_cfg=None):
         BaseSegmentor.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        self.backbone = MODELS.build(backbone)
+        # a built DeCLIPViT may be passed (the distiller evaluates its student this way)
+        self.backbone = backbone if isinstance(backbone, torch.nn.Module) else MODELS.build(backbone)
         text = MODELS.build(text_encoder)
         if text.model_name != self.backbone.model_name:
             raise ValueError(f"text encoder '{text.model_name}' and backbone '{self.backbone.model_name}' must be the "

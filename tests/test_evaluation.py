@@ -286,3 +286,11 @@ env_cfg = dict(dist_cfg=dict(backend='gloo'))
     assert summary['results']['ade20k']['status'].startswith('missing config')
     assert summary['complete'] is False and summary['average'] == summary['results']['voc21']['mIoU']
     assert '(partial)' in (tmp_path / 'out' / 'summary.md').read_text()
+
+
+def test_text_and_image_towers_must_match():
+    from declip_mm.models import RegionClassifier
+    with pytest.raises(ValueError, match="'DeCLIP-Tiny-EVA02-16' and backbone 'DeCLIP-Tiny-ViT-16' must be the same"):
+        RegionClassifier(backbone=dict(type='DeCLIPViT', model_name=TINY),
+                         text_encoder=dict(type='OpenCLIPTextEncoder', model_name='DeCLIP-Tiny-EVA02-16',
+                                           templates='none', embedding_cache=False), class_names=['cat'])

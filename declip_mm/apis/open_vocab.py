@@ -13,15 +13,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CLIP_MEAN = (122.770938, 116.7460125, 104.09373615)
-CLIP_STD = (68.5005327, 66.6321579, 70.32316305)
+from ..models.distillers.declip_distiller import CLIP_MEAN, CLIP_STD
 
 
 def build_segmentor(backbone: dict, text_encoder: dict, class_names, **kwargs):
     """A TrainingFreeSegmentor in eval mode (see its docstring for the keyword arguments)."""
     from mmengine.registry import init_default_scope
-    import declip_mm  # noqa: F401
-    from declip_mm.registry import MODELS
+
+    from ..registry import MODELS
     init_default_scope('declip_mm')
     kwargs.setdefault('data_preprocessor', dict(type='mmseg.SegDataPreProcessor', mean=list(CLIP_MEAN),
                                                 std=list(CLIP_STD), bgr_to_rgb=False))

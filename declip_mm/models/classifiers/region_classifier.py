@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from mmengine.model import BaseModel
 
 from ...registry import MODELS
-from ..segmentors.training_free import load_class_names
+from ..text.vocabulary import ClassVocabularyMixin
 
 
 @MODELS.register_module()
-class RegionClassifier(BaseModel):
+class RegionClassifier(ClassVocabularyMixin, BaseModel):
     """DeCLIPViT + OpenCLIPTextEncoder -> top-k classes per GT region (written to each data sample)."""
 
     def __init__(self, backbone: dict, text_encoder: dict, class_names: Union[str, Sequence[str]] = 'coco_panoptic',
@@ -22,11 +22,7 @@ class RegionClassifier(BaseModel):
         if pooling not in ('box', 'mask'):
             raise ValueError(f"pooling must be 'box' or 'mask', got '{pooling}'")
         self.backbone = MODELS.build(backbone)
-        text = MODELS.build(text_encoder)
-        self.class_names = load_class_names(class_names)
-        classes = text(self.class_names)
-        self.register_buffer('text_embeddings', classes.embeddings, persistent=False)
-        self.register_buffer('text_class_index', classes.class_index, persistent=False)
+        self.init_class_vocabulary(text_encoder, class_names, self.backbone.model_name)
         self.pooling, self.topk, self.mode = pooling, topk, mode
 
     def region_embeddings(self, dense: torch.Tensor, samples) -> list:
@@ -51,8 +47,7 @@ class RegionClassifier(BaseModel):
         h, w = inputs.shape[-2:]
         inputs = F.pad(inputs, (0, -w % p, 0, -h % p))
         dense = self.backbone.extract_dense(inputs, mode=self.mode, normalize=False)
-        from ..text import ClassEmbeddings
-        classes = ClassEmbeddings(self.text_embeddings, self.text_class_index, self.class_names)
+        classes = self.class_embeddings
         for sample, regions in zip(data_samples, self.region_embeddings(dense, data_samples)):
             scores = classes.logits(regions)
             sample.pred_scores = scores

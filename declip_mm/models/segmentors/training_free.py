@@ -7,7 +7,6 @@ computed per sliding window (or on the whole image), averaged where windows over
 probability, softmax(logits), is below ``bg_thresh`` become the background class. Any DeCLIPViT mode
 works, so vanilla CLIP, MaskCLIP ('maskclip') and SCLIP-style ('csa') baselines are one config key away.
 """
-from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -16,26 +15,10 @@ from mmengine.config import ConfigDict
 from mmseg.models.segmentors import BaseSegmentor, EncoderDecoder
 
 from ...registry import MODELS
-
-CLASS_NAME_DIR = Path(__file__).resolve().parents[1] / 'text' / 'class_names'
-
-
-def load_class_names(names: Union[str, Sequence[str]]) -> List[str]:
-    """A list of names, a bundled file name ('voc21', 'ade20k', ...), or a path; '#' lines are comments."""
-    if not isinstance(names, str):
-        return list(names)
-    path = Path(names)
-    if not path.is_file():
-        path = CLASS_NAME_DIR / f'{names}.txt'
-    if not path.is_file():
-        bundled = sorted(p.stem for p in CLASS_NAME_DIR.glob('*.txt'))
-        raise FileNotFoundError(f"class names '{names}' is neither a file nor a bundled list ({bundled})")
-    lines = [ln.strip() for ln in path.read_text().splitlines()]
-    return [ln for ln in lines if ln and not ln.startswith('#')]
-
+from ..text.vocabulary import ClassVocabularyMixin, load_class_names  # noqa: F401 (re-exported)
 
 @MODELS.register_module()
-class TrainingFreeSegmentor(EncoderDecoder):
+class TrainingFreeSegmentor(ClassVocabularyMixin, EncoderDecoder):
     """mmseg segmentor: DeCLIPViT dense features x class-name text embeddings, no training.
 
     Args:
@@ -57,14 +40,7 @@ class TrainingFreeSegmentor(EncoderDecoder):
         BaseSegmentor.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         # a built DeCLIPViT may be passed (the distiller evaluates its student this way)
         self.backbone = backbone if isinstance(backbone, torch.nn.Module) else MODELS.build(backbone)
-        text = MODELS.build(text_encoder)
-        if text.model_name != self.backbone.model_name:
-            raise ValueError(f"text encoder '{text.model_name}' and backbone '{self.backbone.model_name}' must be the "
-                             'same open_clip model (one joint embedding space)')
-        self.class_names = load_class_names(class_names)
-        classes = text(self.class_names)
-        self.register_buffer('text_embeddings', classes.embeddings, persistent=False)
-        self.register_buffer('text_class_index', classes.class_index, persistent=False)
+        self.init_class_vocabulary(text_encoder, class_names, self.backbone.model_name)
         self.num_classes = self.out_channels = len(self.class_names)
         if not 0 <= bg_index < self.num_classes:
             raise ValueError(f'bg_index {bg_index} outside the {self.num_classes} classes')
@@ -73,11 +49,6 @@ class TrainingFreeSegmentor(EncoderDecoder):
         self.test_cfg = ConfigDict(test_cfg)
         self.train_cfg = None
         self.decode_head = None
-
-    @property
-    def class_embeddings(self):
-        from ..text import ClassEmbeddings
-        return ClassEmbeddings(self.text_embeddings, self.text_class_index, self.class_names)
 
     def encode_decode(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
         """Images (B, 3, H, W) -> class logits (B, K, H, W): pad to the patch size, cosine logits, resize."""

@@ -1,0 +1,41 @@
+"""Class vocabularies: class-name lists (bundled files or user lists) and their text embeddings as buffers."""
+from pathlib import Path
+from typing import List, Sequence, Union
+
+from ...registry import MODELS
+from .text_encoder import ClassEmbeddings
+
+CLASS_NAME_DIR = Path(__file__).resolve().parent / 'class_names'
+
+
+def load_class_names(names: Union[str, Sequence[str]]) -> List[str]:
+    """A list of names, a bundled file name ('voc21', 'ade20k', ...), or a path; '#' lines are comments."""
+    if not isinstance(names, str):
+        return list(names)
+    path = Path(names)
+    if not path.is_file():
+        path = CLASS_NAME_DIR / f'{names}.txt'
+    if not path.is_file():
+        bundled = sorted(p.stem for p in CLASS_NAME_DIR.glob('*.txt'))
+        raise FileNotFoundError(f"class names '{names}' is neither a file nor a bundled list ({bundled})")
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    return [ln for ln in lines if ln and not ln.startswith('#')]
+
+
+class ClassVocabularyMixin:
+    """For models that score features against class names: encodes them once at construction with a text
+    encoder of the same open_clip model as the image tower, and keeps the embeddings as buffers."""
+
+    def init_class_vocabulary(self, text_encoder: dict, class_names, image_model_name: str) -> None:
+        text = MODELS.build(text_encoder)
+        if text.model_name != image_model_name:
+            raise ValueError(f"text encoder '{text.model_name}' and backbone '{image_model_name}' must be the same "
+                             'open_clip model (one joint embedding space)')
+        self.class_names = load_class_names(class_names)
+        classes = text(self.class_names)
+        self.register_buffer('text_embeddings', classes.embeddings, persistent=False)
+        self.register_buffer('text_class_index', classes.class_index, persistent=False)
+
+    @property
+    def class_embeddings(self) -> ClassEmbeddings:
+        return ClassEmbeddings(self.text_embeddings, self.text_class_index, self.class_names)

@@ -33,6 +33,7 @@ TRANSFORMS = _child(root.TRANSFORMS, SharedRegistry, ['declip_mm.datasets.transf
 METRICS = _child(root.METRICS, SharedRegistry, ['declip_mm.evaluation'])
 HOOKS = _child(root.HOOKS, SharedRegistry, ['declip_mm.engine.hooks'])
 FUNCTIONS = _child(root.FUNCTIONS, SharedRegistry, ['declip_mm.datasets'])
+PARAM_SCHEDULERS = _child(root.PARAM_SCHEDULERS, SharedRegistry, ['declip_mm.engine.schedulers'])
 
 # the rest of mmengine's registries, so that building under scope 'declip_mm' finds mmengine's modules quietly
 RUNNERS = _child(root.RUNNERS)
@@ -45,7 +46,6 @@ WEIGHT_INITIALIZERS = _child(root.WEIGHT_INITIALIZERS)
 OPTIMIZERS = _child(root.OPTIMIZERS)
 OPTIM_WRAPPERS = _child(root.OPTIM_WRAPPERS)
 OPTIM_WRAPPER_CONSTRUCTORS = _child(root.OPTIM_WRAPPER_CONSTRUCTORS)
-PARAM_SCHEDULERS = _child(root.PARAM_SCHEDULERS)
 EVALUATOR = _child(root.EVALUATOR)
 TASK_UTILS = _child(root.TASK_UTILS)
 VISUALIZERS = _child(root.VISUALIZERS)

@@ -82,9 +82,11 @@ def test_content_1x1_and_weighted_pooling():
     counts = [2, 1]                       # image 0 has regions 0, 1; image 1 has region 2
     one = ContentDistillLoss(pooling='1x1')(cells[:, :1], teacher, counts)
     per = [1 - cos(cells[r, 0], teacher[r]) for r in range(3)]
+    assert one.item() == pytest.approx(sum(per) / 3, rel=1e-5)          # the reference: over all regions
+    one = ContentDistillLoss(pooling='1x1', average='image')(cells[:, :1], teacher, counts)
     assert one.item() == pytest.approx(((per[0] + per[1]) / 2 + per[2]) / 2, rel=1e-5)
 
-    weighted = ContentDistillLoss(pooling='weighted', loss_weight=2.0)(cells, teacher, counts)
+    weighted = ContentDistillLoss(pooling='weighted', loss_weight=2.0, average='image')(cells, teacher, counts)
     per = []
     for r in range(3):
         w = softmax([cos(cells[r, m], teacher[r]) for m in range(4)], 1.0)
@@ -98,11 +100,15 @@ def test_content_1x1_and_weighted_pooling():
 def test_region_correlation():
     g = torch.Generator().manual_seed(3)
     s_cells, v_cells = torch.randn(2, 4, 6, generator=g), torch.randn(2, 4, 5, generator=g)
-    got = RegionCorrelationLoss(tau=0.5, loss_weight=0.05)(s_cells, v_cells, [1, 1])
+    got = RegionCorrelationLoss(tau=0.5, loss_weight=0.05, average='image')(s_cells, v_cells, [1, 1])
     per = []
     for r in range(2):
         rs, rv = cos_matrix(s_cells[r]), cos_matrix(v_cells[r])
         per.append(sum(kl(softmax(rv[i], 0.5), softmax(rs[i], 0.5)) for i in range(4)) / 4)
     assert got.item() == pytest.approx(0.05 * sum(per) / 2, rel=1e-5)
+    batch = RegionCorrelationLoss(tau=0.5, loss_weight=0.05)(s_cells, v_cells, [2, 0])
+    assert batch.item() == pytest.approx(0.05 * sum(per) / 2, rel=1e-5)
     with pytest.raises(ValueError, match='differ in regions or cells'):
         RegionCorrelationLoss()(s_cells, v_cells[:, :3], [1, 1])
+    with pytest.raises(ValueError, match="average must be one of"):
+        RegionCorrelationLoss(average='regions')

@@ -1,6 +1,7 @@
 """Issue 4: proof that distillation trains — loss terms fall, DDP on 2 CPU processes equals 1 process,
 a killed run resumed with --resume ends with the uninterrupted run's weights, the export loads."""
 import json
+import math
 import os
 import shutil
 import signal
@@ -104,8 +105,10 @@ def test_tiny_distillation_lowers_every_loss_term_and_exports(sample_root, tmp_p
 @pytest.mark.slow
 def test_two_gloo_processes_follow_the_single_process_trajectory(sample_root, tmp_path):
     photos = photos_subset(sample_root, tmp_path / 'photos', 8)
+    # per-image averaging: the reference's mean over all regions of a batch weighs images by their region
+    # counts, so 2 x 1 image and 1 x 2 images only agree with average='image'
     common = [f'train_dataloader.dataset.img_dir={photos}', 'train_dataloader.dataset.data_root=',
-              'train_cfg.max_epochs=2']
+              'train_cfg.max_epochs=2', 'model.content_loss.average=image', 'model.rcc_loss.average=image']
     train(tmp_path / 'one', *common, 'train_dataloader.batch_size=2')
     train(tmp_path / 'two', *common, 'train_dataloader.batch_size=1', launcher_procs=2)
     one, two = scalars(tmp_path / 'one'), scalars(tmp_path / 'two')
@@ -172,6 +175,79 @@ def test_teacher_cache_hits_and_matches(sample_root, tmp_path):
     for k in ('loss_context', 'loss_rcc'):
         assert float(first[k]) == pytest.approx(float(want[k]), rel=1e-2)   # fp16 storage
         assert float(again[k]) == pytest.approx(float(first[k]), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_paper_config_trains_two_iterations_with_tiny_towers(sample_root, tmp_path):
+    """The journal paper config as it is (AmpOptimWrapper, AdamW, 1-D parameters without decay, the authors'
+    warm-up + cosine schedule, csa, SD completion, RCC), with tiny towers swapped in on the command line."""
+    from reference.distill_recipe_ref import reference_cosine_lr
+    from tiny_sd import make_tiny_sd
+    sd = make_tiny_sd(tmp_path / 'sd')
+    photos = photos_subset(sample_root, tmp_path / 'photos', 4)
+    paper = REPO / 'configs/distill/declip_eva02-b16_dinov2-b14reg_sd15_coco-560_6e.py'
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([
+        sys.executable, str(REPO / 'tools/train.py'), str(paper), '--work-dir', str(tmp_path / 'run'),
+        '--cfg-options', 'model.student.model_name=DeCLIP-Tiny-EVA02-16', 'model.student.pretrained=None',
+        'model.student.input_size=224', 'model.vfm_teacher.arch=dinov2_vits14_reg', 'model.vfm_teacher.checkpoint=None',
+        'model.vfm_teacher.model_kwargs.embed_dim=48', 'model.vfm_teacher.model_kwargs.depth=2',
+        'model.vfm_teacher.model_kwargs.num_heads=3', f'model.diffusion_teacher.folder={sd}',
+        'model.diffusion_teacher.layers=[up_blocks.1.attentions.*.transformer_blocks.0.attn1]',
+        'model.diffusion_teacher.dtype=fp32', 'model.vfm_teacher.dtype=fp32',
+        'train_dataloader.dataset.data_root=', f'train_dataloader.dataset.img_dir={photos}',
+        'train_dataloader.dataset.student_size=224', 'train_dataloader.dataset.sd_size=64',
+        'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0', 'train_cfg.max_epochs=1',
+        'default_hooks.logger.interval=1',
+        # AmpOptimWrapper asserts a GPU; on a CPU the same optimiser, parameter groups and schedule run in fp32
+        *([] if torch.cuda.is_available() else ['optim_wrapper.type=OptimWrapper'])],
+        env=env, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    rows = [r for r in scalars(tmp_path / 'run') if 'loss' in r]
+    assert len(rows) == 2
+    total = 2 * 6                                        # the schedule spans the config's 6 epochs of 2 iterations
+    for step, row in enumerate(rows):
+        assert row['lr'] == pytest.approx(reference_cosine_lr(step, 1e-5, 1000, total), rel=1e-6)
+        assert all(math.isfinite(row[k]) for k in ('loss_context', 'loss_content', 'loss_rcc'))
+    dumped = Config.fromfile(str(next((tmp_path / 'run').glob('*/vis_data/config.py'))))
+    assert Config.fromfile(str(paper)).optim_wrapper.type == 'AmpOptimWrapper'
+    assert dumped.param_scheduler[0].type == 'WarmupCosineLR' and dumped.optim_wrapper.optimizer.type == 'AdamW'
+    assert (tmp_path / 'run' / 'declip_backbone_final.pth').is_file()
+
+
+def test_teacher_cache_key_covers_weights_content_normalisation_and_view(sample_root, tmp_path):
+    from declip_mm.models.distillers.teacher_cache import weights_digest
+    weights = tmp_path / 'w.pth'
+    weights.write_bytes(b'a' * 64)
+    stat = os.stat(weights)
+    before = weights_digest(weights)
+    weights.write_bytes(b'b' * 64)                              # same path, size and mtime, other content
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert weights_digest(weights) != before and os.stat(weights).st_mtime_ns == stat.st_mtime_ns
+    folder = tmp_path / 'sd'
+    (folder / 'unet').mkdir(parents=True)
+    (folder / 'unet' / 'w.bin').write_bytes(b'x')
+    first = weights_digest(folder)
+    (folder / 'unet' / 'w.bin').write_bytes(b'y')
+    assert weights_digest(folder) != first
+
+    cfg = Config.fromfile(str(TINY_CFG))
+    root = tmp_path / 'cache'
+    set_random_seed(0)
+    model = MODELS.build(dict(cfg.model, teacher_cache=str(root)))
+    other_norm = MODELS.build(dict(cfg.model, teacher_cache=str(root), data_preprocessor=dict(
+        type='DistillDataPreprocessor', vfm_mean=(0.0, 0.0, 0.0))))
+    assert model.caches['vfm'].root != other_norm.caches['vfm'].root
+    model.place_teachers()
+    for size in (224, 160):                                     # VFM views of 196 and 140 px: separate entries
+        dataset = DATASETS.build(dict(cfg.train_dataloader.dataset, data_root=None, student_size=size,
+                                      img_dir=str(sample_root / 'photos')))
+        batch = model.data_preprocessor(declip_distill_collate([dataset[0]]))['inputs']
+        with torch.no_grad():
+            model.loss(batch)
+    entries = sorted(p.name for p in model.caches['vfm'].root.glob('*/*.pt'))
+    assert len(entries) == 2 and entries[0].split('-')[0] == entries[1].split('-')[0]
+    assert {e.split('-')[1] for e in entries} == {'196x196.pt', '140x140.pt'}
 
 
 VAL_OPTIONS = {

@@ -74,7 +74,7 @@ def test_slide_equals_whole_when_one_window_covers_the_image():
     torch.testing.assert_close(slide, whole, rtol=0, atol=1e-5)
 
 
-def test_logits_are_scaled_cosines_with_max_over_synonyms():
+def test_window_output_is_the_cosine_with_every_query():
     init_default_scope('mmseg')
     torch.manual_seed(0)
     from mmseg.registry import MODELS
@@ -82,27 +82,27 @@ def test_logits_are_scaled_cosines_with_max_over_synonyms():
                                        test_cfg=dict(mode='whole'))).eval()
     x = torch.randn(1, 3, 64, 80)
     with torch.no_grad():
-        logits = model.encode_decode(x, None)
+        cosines = model.encode_decode(x, None)
         dense = model.backbone.extract_dense(x)                                 # (1, D, 4, 5), normalised
         text = model.text_embeddings                                            # sofa, couch, cat
-        cos = torch.einsum('bdhw,sd->bshw', dense, text)
-        want = torch.stack([cos[:, :2].max(dim=1).values, cos[:, 2]], dim=1) * 40
-        want = F.interpolate(want, size=(64, 80), mode='bilinear', align_corners=False)
-    assert model.class_names == ['sofa; couch', 'cat'] and text.shape[0] == 3
-    torch.testing.assert_close(logits, want, rtol=0, atol=1e-5)
+        want = F.interpolate(torch.einsum('bdhw,sd->bshw', dense, text), size=(64, 80), mode='bilinear',
+                             align_corners=False)
+    assert model.class_names == ['sofa; couch', 'cat'] and text.shape[0] == 3 and model.out_channels == 3
+    torch.testing.assert_close(cosines, want, rtol=0, atol=1e-5)
 
 
 def test_background_threshold():
     init_default_scope('mmseg')
     from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
-    model = MODELS.build(segmentor_cfg(class_names=['background', 'cat', 'dog'], bg_thresh=0.5,
+    model = MODELS.build(segmentor_cfg(class_names=['background', 'cat', 'dog'], bg_thresh=0.5, logit_scale=1.0,
                                        test_cfg=dict(mode='whole'))).eval()
     # pixel (0,0): confident cat; (0,1): cat wins but only p=0.4; (1,0): dog 0.9; (1,1): background wins
     probs = torch.tensor([[[0.05, 0.3], [0.05, 0.5]], [[0.9, 0.4], [0.05, 0.3]], [[0.05, 0.3], [0.9, 0.2]]])
-    logits = probs.log()[None]
+    logits = probs.log()[None]                             # softmax(log p) = p, one query per class
     sample = SegDataSample(metainfo=dict(ori_shape=(2, 2), img_shape=(2, 2), padding_size=[0, 0, 0, 0]))
     out = model.postprocess_result(logits, [sample])[0]
+    torch.testing.assert_close(out.seg_logits.data, probs)
     assert out.pred_sem_seg.data[0].tolist() == [[1, 0], [2, 0]]
     model.bg_thresh = 0.0
     out = model.postprocess_result(logits, [SegDataSample(metainfo=sample.metainfo)])[0]
@@ -140,25 +140,8 @@ def test_class_name_files():
                     ('coco_stuff', 171), ('cityscapes', 19), ('ade20k', 150), ('coco_panoptic', 133)):
         names = load_class_names(name)
         assert len(names) == n and all(names), name
-    assert 'sofa; couch' in load_class_names('voc21')
     with pytest.raises(FileNotFoundError, match="'nope' is neither a file nor a bundled list"):
         load_class_names('nope')
-
-
-def test_eight_benchmark_configs_load():
-    from pathlib import Path
-    configs = sorted(Path('configs/segmentation').glob('training-free_*.py'))
-    assert len(configs) == 8
-    expected = {'voc21': (80.0, 0.4), 'pc60': (40.0, 0.15), 'coco-object': (40.0, 0.2)}
-    for path in configs:
-        cfg = Config.fromfile(str(path))
-        name = path.stem.split('_')[-1]
-        scale, thr = expected.get(name, (40.0, 0.0))
-        assert (cfg.model.logit_scale, cfg.model.bg_thresh) == (scale, thr), name
-        assert len(load_class_names(cfg.model.class_names)) > 0
-        assert cfg.model.test_cfg == dict(mode='slide', crop_size=(336, 336), stride=(112, 112))
-        short = 560 if name == 'cityscapes' else 448
-        assert cfg.test_dataloader.dataset.pipeline[1].scale == (10000, short)
 
 
 def test_test_tool_restores_a_declip_checkpoint_mode(tmp_path):
@@ -195,9 +178,10 @@ def test_region_metric_on_hand_made_cases():
     m = metric.compute_metrics(metric.results)
     assert m['thing_top1'] == pytest.approx(100 * (0.5 + 0) / 2)
     assert m['thing_top5'] == pytest.approx(100 * (1 + 0) / 2)
-    assert m['stuff_top1'] == pytest.approx(100 * 2 / 3)
+    two_thirds = float(np.float16(2 / 3))                 # per-class accuracies go through fp16, as the reference
+    assert m['stuff_top1'] == pytest.approx(100 * two_thirds)
     assert m['stuff_top5'] == pytest.approx(100.0)
-    assert m['all_top1'] == pytest.approx(100 * (0.5 + 0 + 2 / 3) / 3)
+    assert m['all_top1'] == pytest.approx(100 * (0.5 + 0 + two_thirds) / 3)
     assert m['num_regions'] == 6
 
 
@@ -234,13 +218,12 @@ def make_panoptic(sample_root, out):
 @pytest.mark.parametrize('pooling', ['box', 'mask'])
 def test_region_classification_end_to_end(sample_root, tmp_path, pooling):
     names = make_panoptic(sample_root, tmp_path)
-    cfg = Config.fromfile('configs/region_classification/region-cls_declip-eva02-b16_coco-panoptic-val2017.py')
+    cfg = Config.fromfile('configs/region_classification/region-cls_declip-eva02-b16_coco-panoptic-val2017-560.py')
     cfg.model.backbone = dict(type='DeCLIPViT', model_name=TINY, trainable='none')
     cfg.model.text_encoder = dict(type='OpenCLIPTextEncoder', model_name=TINY, templates='none', embedding_cache=False)
     cfg.model.class_names = names
     cfg.model.pooling = pooling
-    cfg.image_size = 256
-    cfg.test_pipeline[2].scale = (256, 256)
+    cfg.test_pipeline[3].size = 256
     cfg.test_dataloader.update(num_workers=0, dataset=dict(
         type='COCOPanopticRegionDataset', data_root='', ann_file=str(tmp_path / 'panoptic.json'),
         data_prefix=dict(img=str(sample_root / 'coco/images'), seg=str(tmp_path / 'pan')),

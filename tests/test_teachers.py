@@ -156,15 +156,17 @@ def test_sam_image_encoder_loads_official_file(tmp_path):
 
 
 def test_dinov2_position_table_is_resized_the_official_way():
-    """DINOv2's interpolate_pos_encoding: bicubic, scale factor (n + 0.1) / M, no antialiasing."""
+    """DINOv2 without registers (and DINO): bicubic, scale factor (n + 0.1) / M, no antialiasing, CLS position
+    untouched (the register models' rule is tested against the hub code in test_fidelity.py)."""
     import torch.nn.functional as F
     torch.manual_seed(0)
-    teacher = VFMTeacher('dinov2_vits14_reg', model_kwargs=dict(TINY_VIT, img_size=98))     # 7 x 7 source grid
-    source = teacher.model.pos_embed.detach().clone()                                      # (1, 49, 48), no CLS
+    teacher = VFMTeacher('dinov2_vits14', model_kwargs=dict(TINY_VIT, img_size=98))       # 7 x 7 source grid
+    source = teacher.model.pos_embed.detach().clone()                                      # (1, 1 + 49, 48)
     teacher(torch.randn(1, 3, 70, 98))                                                     # grid 5 x 7
-    table = source.reshape(1, 7, 7, 48).permute(0, 3, 1, 2)
+    table = source[:, 1:].reshape(1, 7, 7, 48).permute(0, 3, 1, 2)
     want = F.interpolate(table, scale_factor=(5.1 / 7, 7.1 / 7), mode='bicubic', align_corners=False)
-    torch.testing.assert_close(teacher.model.pos_embed, want.permute(0, 2, 3, 1).reshape(1, 35, 48), rtol=0,
-                               atol=1e-6)
+    torch.testing.assert_close(teacher.model.pos_embed[:, 1:], want.permute(0, 2, 3, 1).reshape(1, 35, 48),
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(teacher.model.pos_embed[:, :1], source[:, :1], rtol=0, atol=0)
     teacher(torch.randn(1, 3, 98, 98))                                                     # back to the source grid
     torch.testing.assert_close(teacher.model.pos_embed, source, rtol=0, atol=0)

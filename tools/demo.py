@@ -99,6 +99,10 @@ def main(argv=None):
     from declip_mm.models.segmentors import load_class_names
     classes = load_class_names(args.classes) if (Path(args.classes).is_file() or ',' not in args.classes) \
         else [c.strip() for c in args.classes.split(',')]
+    # names shown in the pictures: a class's first synonym; VOC21's class 0 is the stuff-word background line
+    shown = [c.split(';')[0].strip() for c in classes]
+    if args.classes == 'voc21':
+        shown[0] = 'background'
     torch.manual_seed(0)
     test_cfg = dict(mode='slide', crop_size=(args.window,) * 2, stride=(args.stride,) * 2) if args.window \
         else dict(mode='whole')
@@ -115,13 +119,13 @@ def main(argv=None):
     for photo in tqdm(photos, desc='segmenting', unit='img'):
         image = np.array(Image.open(photo).convert('RGB'))
         labels, _ = segment_image(segmentor, image, short_side=args.short_side)
-        picture = overlay(image, labels, classes)
+        picture = overlay(image, labels, shown)
         row = dict(image=str(photo), overlay=str(out / f'{photo.stem}_overlay.png'),
-                   classes_predicted=sorted({classes[c].split(';')[0].strip() for c in np.unique(labels)}))
+                   classes_predicted=sorted({shown[c] for c in np.unique(labels)}))
         label_file = labels_dir / f'{photo.stem}.png' if labels_dir else None
         if label_file is not None and label_file.is_file():
             gt = np.array(Image.open(label_file)).astype(np.int64)
-            truth = overlay(image, np.where(gt == 255, 0, gt), classes)
+            truth = overlay(image, np.where(gt == 255, 0, gt), shown)
             both = Image.new('RGB', (picture.width + truth.width + 8, max(picture.height, truth.height)), 'white')
             both.paste(picture, (0, 0))
             both.paste(truth, (picture.width + 8, 0))

@@ -1,8 +1,10 @@
 """Evaluate a checkpoint with mmengine's Runner (this package's configs and plain mmdet / mmseg configs).
 
-CHECKPOINT may be a whole-model mmengine checkpoint or a DeCLIPViT backbone checkpoint (e.g. the
-declip_backbone_final.pth a distillation exports): the latter becomes model.backbone.pretrained, so the mode
-and attention scale it was trained with are restored.
+CHECKPOINT may be a whole-model mmengine checkpoint, a DeCLIPViT backbone checkpoint (e.g. the
+declip_backbone_final.pth a distillation exports: it becomes model.backbone.pretrained, so the mode and
+attention scale it was trained with are restored), or a CLIP weights file such as the authors' released
+DeCLIP ``.pt`` (loaded into the DeCLIPViT backbone with a strict key check). Any other file is refused with
+an error that names it (declip_mm.engine.runner_setup.attach_checkpoint).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--cfg-options k=v ...]
     bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [...]
@@ -16,6 +18,11 @@ import os.path as osp
 
 import declip_mm  # noqa: F401  (registers declip_mm modules; torch>=2.6 checkpoint loading)
 from declip_mm.engine.runner_setup import add_common_args, attach_checkpoint, build_runner, load_config
+
+
+HOW = {'backbone': 'a DeCLIPViT checkpoint (stored mode and attention scale)',
+       'load_from': 'a whole-model checkpoint (load_from)',
+       'backbone-weights': "CLIP weights for the DeCLIPViT backbone (strict key check; mode and scale from the config)"}
 
 
 def parse_args():
@@ -36,7 +43,8 @@ def main():
     if args.checkpoint is not None:
         if not osp.isfile(args.checkpoint):
             raise SystemExit(f'checkpoint file not found: {args.checkpoint}')
-        attach_checkpoint(cfg, args.checkpoint)
+        how = attach_checkpoint(cfg, args.checkpoint)
+        print(f'{args.checkpoint}: loaded as {HOW[how]}', flush=True)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise SystemExit(f'--out must end with .pkl or .pickle, got {args.out}')

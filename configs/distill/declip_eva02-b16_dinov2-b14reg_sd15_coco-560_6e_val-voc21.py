@@ -15,7 +15,7 @@ model = dict(
 # the dataset base is written for mmseg's scope; name its types explicitly under declip_mm's
 val_dataloader = dict(dataset=dict(type='mmseg.PascalVOCDataset', pipeline=[
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(10000, 448), keep_ratio=True),
+    dict(type='Resize', scale=(4096, 448), keep_ratio=True),
     dict(type='mmseg.LoadAnnotations'),
     dict(type='mmseg.PackSegInputs'),
 ]))

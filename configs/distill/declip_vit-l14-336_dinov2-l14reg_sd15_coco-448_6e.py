@@ -7,3 +7,5 @@ model = dict(
     vfm_teacher=dict(arch='dinov2_vitl14_reg', checkpoint='checkpoints/dinov2_vitl14_reg4_pretrain.pth'))
 train_dataloader = dict(dataset=dict(student_size=448, student_patch=14, vfm_patch=14, crop_size=336))
 custom_hooks = [dict(type='DeCLIPDistillHook', alpha=0.95)]
+# the authors' AdamW defaults for 'vit' model names (see declip_vit-b16_...py)
+optim_wrapper = dict(optimizer=dict(betas=(0.9, 0.98), eps=1e-6))

@@ -11,7 +11,6 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..models.distillers.declip_distiller import CLIP_MEAN, CLIP_STD
 
@@ -30,20 +29,22 @@ def build_segmentor(backbone: dict, text_encoder: dict, class_names, **kwargs):
 
 @torch.no_grad()
 def segment_image(segmentor, image: np.ndarray, short_side: int = 448) -> Tuple[np.ndarray, torch.Tensor]:
-    """RGB uint8 (H, W, 3) -> (labels (H, W) int64, probabilities (K, H, W)); the image is resized to
-    ``short_side`` for inference (slide or whole, per the segmentor's test_cfg) and the result back."""
+    """RGB uint8 (H, W, 3) -> (labels (H, W) int64, class probabilities (K, H, W)); the image is resized to
+    ``short_side`` as the benchmark configs' ``Resize(scale=(4096, short_side), keep_ratio=True)`` does, segmented
+    (slide or whole, per the segmentor's test_cfg; the protocol of ``TrainingFreeSegmentor``) and the result
+    resized back to (H, W)."""
+    import mmcv
     from mmseg.structures import SegDataSample
     h, w = image.shape[:2]
-    scale = short_side / min(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+    resized = mmcv.imrescale(image, (4096, short_side), interpolation='bilinear', backend='cv2')
+    size = resized.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)[None].float()
     device = next(segmentor.parameters()).device
     x = ((x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)).to(device)
     sample = SegDataSample(metainfo=dict(ori_shape=(h, w), img_shape=size, pad_shape=size,
                                          padding_size=[0, 0, 0, 0]))
     out = segmentor.predict(x, [sample])[0]
-    return out.pred_sem_seg.data[0].cpu().numpy(), out.seg_logits.data.softmax(dim=0).cpu()
+    return out.pred_sem_seg.data[0].cpu().numpy(), out.seg_logits.data.cpu()   # seg_logits: class probabilities
 
 
 def mean_iou(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], num_classes: int,

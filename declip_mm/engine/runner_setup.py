@@ -58,25 +58,50 @@ def build_runner(cfg: Config) -> Runner:
 
 
 def attach_checkpoint(cfg: Config, checkpoint: str) -> str:
-    """Point the config at ``checkpoint``. A DeCLIPViT backbone checkpoint (with ``meta.declip``) becomes the
-    backbone's ``pretrained``, so its stored mode and attention scale are restored; any other checkpoint is
-    loaded into the whole model (``load_from``). Returns which of the two was done."""
-    from declip_mm.models.backbones.declip_vit import read_declip_checkpoint
+    """Point the config at ``checkpoint``, or refuse it; never evaluate other weights than the file's.
+
+    * a DeCLIPViT backbone checkpoint (``meta.declip``, e.g. ``declip_backbone_final.pth``) becomes the
+      DeCLIPViT's ``pretrained``: its stored mode and attention scale are restored -> ``'backbone'``;
+    * a whole-model checkpoint (keys under the model's sub-modules: ``backbone.``, ``student.``, ``neck.``...)
+      is loaded into the model (``load_from``) -> ``'load_from'``;
+    * a CLIP weights file (open_clip or the authors' EVA-CLIP/DeCLIP format, keys ``visual.*``, e.g. the
+      authors' released ``.pt``) becomes the DeCLIPViT's ``pretrained`` with ``strict=True``: a key mismatch
+      raises a ``KeyError`` listing the keys -> ``'backbone-weights'``;
+    * anything else raises a ``ValueError`` naming the file and its first keys.
+    """
+    from declip_mm.models.backbones.declip_vit import declip_checkpoint_parts
+    from declip_mm.models.clip_factory import unwrap_state_dict
+    from declip_mm.utils import load_trusted_checkpoint, load_weights_file
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
     try:
-        found = read_declip_checkpoint(checkpoint)
+        contents = load_weights_file(checkpoint)
     except RuntimeError:  # holds pickled objects: an mmengine training checkpoint
-        found = None
-    if found is None:
+        contents = load_trusted_checkpoint(checkpoint)
+    backbone = cfg.model.get('backbone') or cfg.model.get('student')
+    is_declip = backbone is not None and backbone.get('type') in ('DeCLIPViT', 'declip_mm.DeCLIPViT')
+    found = declip_checkpoint_parts(contents)
+    if found is not None:
+        if not is_declip:
+            raise ValueError(f'{checkpoint} is a DeCLIPViT backbone checkpoint, but the config has no DeCLIPViT '
+                             'model.backbone to load it into')
+        if backbone.get('model_name') != found[1]['model_name']:
+            raise ValueError(f"{checkpoint} holds a '{found[1]['model_name']}' backbone, the config builds "
+                             f"'{backbone.get('model_name')}'")
+        backbone.pretrained = checkpoint
+        return 'backbone'
+    try:
+        keys = list(unwrap_state_dict(contents))
+    except TypeError as err:
+        raise ValueError(f'{checkpoint} holds no state dict ({err})') from err
+    submodules = {name for name, value in cfg.model.items() if isinstance(value, dict) and 'type' in value}
+    if any(key.split('.', 1)[0] in submodules for key in keys):
         cfg.load_from = checkpoint
         return 'load_from'
-    backbone = cfg.model.get('backbone') or cfg.model.get('student')
-    if backbone is None or backbone.get('type') not in ('DeCLIPViT', 'declip_mm.DeCLIPViT'):
-        raise ValueError(f'{checkpoint} is a DeCLIPViT backbone checkpoint, but the config has no DeCLIPViT '
-                         'model.backbone to load it into')
-    if backbone.get('model_name') != found[1]['model_name']:
-        raise ValueError(f"{checkpoint} holds a '{found[1]['model_name']}' backbone, the config builds "
-                         f"'{backbone.get('model_name')}'")
-    backbone.pretrained = checkpoint
-    return 'backbone'
+    if is_declip and any(key.startswith('visual.') for key in keys):
+        backbone.pretrained = checkpoint
+        backbone.strict = True
+        return 'backbone-weights'
+    raise ValueError(
+        f'{checkpoint} matches neither this model (no keys under {sorted(submodules)}) nor a CLIP weights file '
+        f"for a DeCLIPViT backbone (keys 'visual.*'); its first keys: {keys[:5]}")

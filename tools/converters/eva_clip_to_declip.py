@@ -4,8 +4,11 @@ into a DeCLIPViT checkpoint that stores the mode and attention scale it must be 
     python tools/converters/eva_clip_to_declip.py SRC DST --model-name EVA02-B-16 --mode csa --attn-scale 1.0 \
         [--input-size 560]
 
-The authors' released DeCLIP checkpoints were trained in 'csa' mode without the 1/sqrt(d) scale
-(--attn-scale 1.0). Missing or unexpected keys stop the conversion (they are listed).
+--attn-scale records the scale the weights were DISTILLED with: 1.0 for checkpoints from the authors'
+training code (their distillation, F-ViT and CAT-Seg code leave 1/sqrt(d) out), '1/sqrt(d)' for ours with the
+journal config. It is the default wherever the checkpoint is used; the training-free segmentation configs
+override it with 1/sqrt(d), as the authors' segmentation code runs every checkpoint (a logged warning), so no
+value is "right for segmentation" here. Missing or unexpected keys stop the conversion (they are listed).
 """
 import sys as _sys
 from pathlib import Path as _Path
@@ -15,6 +18,7 @@ import argparse
 
 import declip_mm  # noqa: F401
 from declip_mm.models import DeCLIPViT
+from declip_mm.models.backbones.declip_vit import INV_SQRT_HEAD_DIM
 
 
 def convert(src: str, dst: str, model_name: str, mode: str, attn_scale: float, input_size=None,
@@ -25,13 +29,18 @@ def convert(src: str, dst: str, model_name: str, mode: str, attn_scale: float, i
     return model
 
 
+def attn_scale_arg(text: str):
+    return text if text == INV_SQRT_HEAD_DIM else float(text)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('src')
     parser.add_argument('dst')
     parser.add_argument('--model-name', required=True, help='open_clip model name, e.g. EVA02-B-16')
     parser.add_argument('--mode', required=True, choices=['csa', 'qq', 'kk', 'vanilla', 'maskclip'])
-    parser.add_argument('--attn-scale', required=True, type=float, help='1.0 for the authors\' releases')
+    parser.add_argument('--attn-scale', required=True, type=attn_scale_arg,
+                        help="the scale the weights were distilled with: 1.0 (authors' code) or '1/sqrt(d)'")
     parser.add_argument('--input-size', type=int, default=None)
     parser.add_argument('--no-strict', action='store_true', help='convert despite key mismatches (still listed)')
     args = parser.parse_args(argv)

@@ -83,12 +83,16 @@ if [ ! -f "$STAMP" ]; then
         (cd "$build/mmcv-$MMCV_VERSION" && run_logged env MMCV_WITH_OPS=1 FORCE_CUDA="$MMCV_CUDA" \
             MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" wheel --no-deps --no-build-isolation -w "$build/dist" .)
         whl="$(ls "$build"/dist/mmcv-"$MMCV_VERSION"-*.whl)"
-        step="checking that the mmcv wheel contains compiled ops"
-        unzip -l "$whl" | grep -q 'mmcv/_ext' || { echo "mmcv wheel $whl has no compiled ops (mmcv/_ext): was torch importable during the build?" >>"$log"; false; }
+        step="checking that the built mmcv wheel contains compiled ops (tools/install/check_mmcv_wheel.py)"
+        run_logged "$ENV/bin/python" "$REPO/tools/install/check_mmcv_wheel.py" "$whl"
         mv "$whl" "$WHEELS/"
         rm -rf "$build"
     else
-        say "using cached mmcv wheel from $WHEELS"
+        cached=("$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl)
+        whl="${cached[0]}"
+        say "using cached mmcv wheel $whl"
+        step="checking that the cached mmcv wheel contains compiled ops (delete $whl to rebuild it)"
+        run_logged "$ENV/bin/python" "$REPO/tools/install/check_mmcv_wheel.py" "$whl"
     fi
 
     step="installing the locked stack (requirements/lock.txt)"

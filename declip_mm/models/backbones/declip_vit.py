@@ -13,11 +13,13 @@ The dense map is Proj(LN_post(tokens)) of the last block's patch tokens, in the 
 Context features (what DeCLIP distils from a vision foundation model) are the last block's q (and k),
 with bias, before scaling. The decoupled attention itself is in ``decoupled_attention.py``.
 """
+import logging
 import math
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
 from ...registry import MODELS
@@ -29,6 +31,7 @@ from .vision_towers import make_view
 MODES = DECOUPLED_MODES + ('vanilla', 'maskclip')
 TRAINABLE = ('blocks', 'all', 'none')
 CHECKPOINT_FORMAT = 'declip_mm.DeCLIPViT/1'
+INV_SQRT_HEAD_DIM = '1/sqrt(d)'   # attn_scale value naming the papers' softmax scale, whatever the head width
 
 Context = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
 
@@ -69,8 +72,10 @@ class DeCLIPViT(BaseModule):
             (open_clip or the authors' EVA-CLIP/DeCLIP format), or a DeCLIPViT checkpoint, whose stored
             mode, attn_scale and input size are restored.
         mode: 'csa', 'qq', 'kk', 'vanilla' or 'maskclip'. None: the checkpoint's mode, else 'csa'.
-        attn_scale: s in softmax(s a a^T). None: the checkpoint's scale, else 1/sqrt(head_dim). The authors'
-            released checkpoints for F-ViT / CAT-Seg were trained with 1.0.
+        attn_scale: s in softmax(s a a^T): a number, '1/sqrt(d)' (1/sqrt(head_dim)), or None = the checkpoint's
+            scale, else 1/sqrt(head_dim). An explicit value overrides a checkpoint's (logged as a warning):
+            the authors distilled with s = 1 (their F-ViT / CAT-Seg code too) but run training-free
+            segmentation with 1/sqrt(d).
         out_indices: blocks whose outputs ``forward`` returns as (B, C, H, W) maps before the dense map;
             the last block's index gives that block's output in the chosen mode.
         trainable: 'blocks' (METHOD section 4: every transformer block, minus the last block's unused
@@ -120,8 +125,7 @@ class DeCLIPViT(BaseModule):
         self.mode = self._setting('mode', mode, saved, 'csa', pretrained)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got '{self.mode}'")
-        self.attn_scale = float(self._setting('attn_scale', attn_scale, saved,
-                                              1.0 / math.sqrt(self.width // self.num_heads), pretrained))
+        self.attn_scale = self._attention_scale(attn_scale, saved.get('attn_scale'), pretrained)
         self.input_size = saved.get('input_size', input_size) if input_size is None else input_size
         self.out_indices = tuple(i if i >= 0 else self.depth + i for i in out_indices)
         if any(not 0 <= i < self.depth for i in self.out_indices):
@@ -146,6 +150,21 @@ class DeCLIPViT(BaseModule):
         if value is not None:
             return value
         return stored if stored is not None else default
+
+    def _attention_scale(self, value, stored, source) -> float:
+        """The config's value (a number or '1/sqrt(d)') wins over the checkpoint's, with a warning when they
+        differ: the authors' segmentation protocol runs checkpoints distilled with s = 1 at 1/sqrt(d)."""
+        inv_sqrt_d = 1.0 / math.sqrt(self.width // self.num_heads)
+        if value == INV_SQRT_HEAD_DIM:
+            value = inv_sqrt_d
+        elif isinstance(value, str):
+            raise ValueError(f"attn_scale must be a number, '{INV_SQRT_HEAD_DIM}' or None, got '{value}'")
+        if value is None:
+            return float(stored) if stored is not None else inv_sqrt_d
+        if stored is not None and not math.isclose(value, stored):
+            print_log(f'{source} was distilled with attn_scale={stored!r}; running it with attn_scale={value!r} '
+                      'as the config asks', logger='current', level=logging.WARNING)
+        return float(value)
 
     def _check_token_pooling(self):
         pool = getattr(self.visual, 'pool_type', None) or getattr(getattr(self.visual, 'trunk', None),

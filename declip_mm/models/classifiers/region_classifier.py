@@ -1,6 +1,13 @@
-"""Open-vocabulary region classification (METHOD.md section 5): regions pooled from the dense map, classified
-against class-name text embeddings. Boxes are pooled with RoIAlign 1x1 (``pooling='box'``), or masks are
-averaged on the dense grid (``pooling='mask'``, needs ``LoadPanopticSegmentIds``)."""
+"""Open-vocabulary region classification (METHOD.md section 5), as the authors' ``zero_shot.py`` (DeCLIP main
+@2c0b3de, ``src/open_clip/eva_clip/eva_vit_model.py`` ``extract_roi_features`` / ``mask_pool``): regions pooled
+from the raw (un-normalised) dense map, L2-normalised, classified against class-name text embeddings.
+
+* ``pooling='box'``: RoIAlign 1x1 (aligned, adaptive sampling) of the box;
+* ``pooling='mask'``: the segment's mask at the ORIGINAL image resolution, its longest side resized to the
+  token grid (bicubic, no antialiasing, sides rounded with Python's ``round``), zero-padded right/bottom,
+  kept where > 0; the plain mean of the tokens under it (a mask with no cell left gives a zero vector, which
+  still counts, as in the reference). Needs ``LoadPanopticSegmentIds``.
+"""
 from typing import Optional, Sequence, Union
 
 import torch
@@ -9,6 +16,20 @@ from mmengine.model import BaseModel
 
 from ...registry import MODELS
 from ..text.vocabulary import ClassVocabularyMixin
+
+
+def masks_to_grid(masks: torch.Tensor, grid) -> torch.Tensor:
+    """Boolean masks (N, H, W) at the original resolution -> (N, gh, gw) on a token grid whose longest side
+    covers the longest image side (ResizeLongest + pad right/bottom, then > 0)."""
+    n, H, W = masks.shape
+    gh, gw = grid
+    g = max(gh, gw)
+    new_h, new_w = round(H * g / max(H, W)), round(W * g / max(H, W))
+    small = masks.float()[:, None]
+    if (new_h, new_w) != (H, W):
+        small = F.interpolate(small, size=(new_h, new_w), mode='bicubic', align_corners=False)
+    small = small[:, 0, :gh, :gw]
+    return F.pad(small, (0, gw - small.shape[-1], 0, gh - small.shape[-2])) > 0
 
 
 @MODELS.register_module()
@@ -31,12 +52,9 @@ class RegionClassifier(ClassVocabularyMixin, BaseModel):
             return self.backbone.extract_regions(dense, [s.gt_bboxes.to(dense.device) for s in samples])
         out = []
         for i, s in enumerate(samples):
-            masks = (s.gt_seg_map.to(dense.device)[None] == s.segment_ids.to(dense.device)[:, None, None]).float()
-            H, W = masks.shape[-2:]
-            masks = F.pad(masks, (0, dense.shape[-1] * self.backbone.patch_size - W,
-                                  0, dense.shape[-2] * self.backbone.patch_size - H))
-            weights = F.adaptive_avg_pool2d(masks, dense.shape[-2:]).flatten(1)        # (n, h*w) area fractions
-            pooled = weights @ dense[i].flatten(1).t() / weights.sum(1, keepdim=True).clamp_min(1e-6)
+            masks = s.gt_seg_map.to(dense.device)[None] == s.segment_ids.to(dense.device)[:, None, None]
+            grid = masks_to_grid(masks, dense.shape[-2:]).flatten(1).to(dense.dtype)      # (n, h*w)
+            pooled = grid @ dense[i].flatten(1).t() / (grid.sum(1, keepdim=True) + 1e-12)
             out.append(F.normalize(pooled, dim=-1))
         return out
 

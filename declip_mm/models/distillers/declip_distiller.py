@@ -21,7 +21,7 @@ from mmengine.model import BaseDataPreprocessor, BaseModel
 from ...registry import MODELS
 from ..losses import complete_with_diffusion, cosine_matrix, student_affinity
 from ..teachers.vfm import IMAGENET_MEAN, IMAGENET_STD
-from .teacher_cache import TeacherCache, file_identity
+from .teacher_cache import TeacherCache, weights_digest
 
 CLIP_MEAN = (122.770938, 116.7460125, 104.09373615)   # open_clip OPENAI_DATASET_MEAN * 255
 CLIP_STD = (68.5005327, 66.6321579, 70.32316305)
@@ -104,11 +104,19 @@ class DeCLIPDistiller(BaseModel):
         self.crop_batch = crop_batch
         self.caches = {}
         if teacher_cache:
-            self.caches['vfm'] = TeacherCache(teacher_cache, dict(
-                teacher='vfm', cfg=vfm_teacher, weights=file_identity(vfm_teacher.get('checkpoint'))))
-            if sd is not None:
-                self.caches['sd'] = TeacherCache(teacher_cache, dict(
-                    teacher='sd', cfg=diffusion_teacher, weights=file_identity(diffusion_teacher['folder'])))
+            self.caches = self._build_caches(teacher_cache, vfm_teacher, diffusion_teacher)
+
+    def _build_caches(self, root: str, vfm_teacher: dict, diffusion_teacher: Optional[dict]) -> dict:
+        """Teacher caches whose keys cover the config, the view normalisation and the weights' content."""
+        pre = self.data_preprocessor
+        vfm_norm = [pre.vfm_mean.flatten().tolist(), pre.vfm_std.flatten().tolist()] \
+            if hasattr(pre, 'vfm_mean') else type(pre).__name__
+        caches = dict(vfm=TeacherCache(root, dict(teacher='vfm', cfg=vfm_teacher, normalisation=vfm_norm,
+                                                  weights=weights_digest(vfm_teacher.get('checkpoint')))))
+        if diffusion_teacher:
+            caches['sd'] = TeacherCache(root, dict(teacher='sd', cfg=diffusion_teacher, normalisation='[-1, 1]',
+                                                   weights=weights_digest(diffusion_teacher['folder'])))
+        return caches
 
     # ------------------------------------------------------------------ teachers
     @property
@@ -131,10 +139,12 @@ class DeCLIPDistiller(BaseModel):
                 teacher.eval()
         return self
 
-    def _teacher_target(self, name: str, keys: List[str], compute) -> torch.Tensor:
+    def _teacher_target(self, name: str, keys: List[str], signature: str, compute) -> torch.Tensor:
+        """The teacher's targets for a batch; ``signature`` names what shapes them besides the image (view
+        size, target grid) and extends the image keys of the cache."""
         device = next(self.student.parameters()).device
         if name in self.caches:
-            return self.caches[name].get_or_compute(keys, compute, device)
+            return self.caches[name].get_or_compute([f'{k}-{signature}' for k in keys], compute, device)
         return compute(list(range(len(keys))))
 
     @torch.no_grad()
@@ -160,13 +170,16 @@ class DeCLIPDistiller(BaseModel):
         vfm_grid = (vfm_view.shape[-2] // p_vfm, vfm_view.shape[-1] // p_vfm)
 
         # context: affinities on the VFM grid
-        vfm_tokens = self._teacher_target(
-            'vfm', inputs['keys'], lambda idx: self.teachers['vfm'](vfm_view[idx]))           # (B, hv*wv, C')
+        vfm_tokens = self._teacher_target(                                                   # (B, hv*wv, C')
+            'vfm', inputs['keys'], 'x'.join(map(str, vfm_view.shape[-2:])),
+            lambda idx: self.teachers['vfm'](vfm_view[idx]))
         context = self._context_on_grid(feats.context, feats.dense.shape[-2:], vfm_grid)
         s_target = cosine_matrix(vfm_tokens)
         if self.teachers['sd'] is not None:
+            sd_view = inputs['sd']
             a_sd = self._teacher_target(
-                'sd', inputs['keys'], lambda idx: self.teachers['sd'](inputs['sd'][idx], vfm_grid))
+                'sd', inputs['keys'], '{}x{}-to-{}x{}'.format(*sd_view.shape[-2:], *vfm_grid),
+                lambda idx: self.teachers['sd'](sd_view[idx], vfm_grid))
             s_target = complete_with_diffusion(s_target, a_sd)
         losses = dict(loss_context=self.context_loss(student_affinity(context), s_target))
 
@@ -214,11 +227,12 @@ class DeCLIPDistiller(BaseModel):
         return cells.flatten(2).transpose(1, 2)
 
     def parse_losses(self, losses):
-        """mmengine's reduction, with the logged values averaged over processes (the total loss stays local)."""
+        """mmengine's reduction, with the logged values reduced over processes (the total loss stays local):
+        losses averaged, the count of skipped images summed."""
         loss, log_vars = super().parse_losses(losses)
         if get_world_size() > 1:
             for key, value in log_vars.items():
                 reduced = value.detach().clone().float()
-                all_reduce(reduced, op='mean')
+                all_reduce(reduced, op='sum' if key == 'data_skipped' else 'mean')
                 log_vars[key] = reduced
         return loss, log_vars

@@ -1,8 +1,12 @@
 """On-disk cache of teacher targets (VFM tokens, SD attention) per image, keyed by image content and teacher.
 
 The teachers are frozen and their views are deterministic functions of the image (resize + pad; the SD
-noise seed is fixed), so a target computed once can be reused in every epoch. Entries are stored in fp16
-as ``<root>/<teacher key>/<image sha256[:2]>/<image sha256>.pt``. A cached VFM-B/14 target at 490 px is
+noise seed is fixed), so a target computed once can be reused in every epoch. The teacher key covers
+everything else that shapes a target: the teacher's config, the normalisation of its view, and the CONTENT
+of its weight files (sha256 over the bytes; a folder's files in sorted order), so replacing a weights file
+in place, or a folder's file, can never serve stale targets. Each entry's key adds the view's size (and, for
+SD, the grid its attention is resized to) to the image's sha256. Entries are stored in fp16 as
+``<root>/<teacher key>/<image sha256[:2]>/<image sha256>-<view signature>.pt``. A cached VFM-B/14 target at 490 px is
 about 1.9 MB per image (35 x 35 x 768 fp16): budget the disk before enabling it on a large dataset.
 """
 import hashlib
@@ -14,12 +18,22 @@ from typing import Callable, List, Sequence
 import torch
 
 
-def file_identity(path) -> str:
-    """Path, size and mtime of a weights file or folder (None -> 'random')."""
+def weights_digest(path) -> str:
+    """sha256 of the bytes of a weights file, or of every file under a folder (relative names and bytes, in
+    sorted order); 'random' for None. Reads the weights once (seconds for GBs), at cache construction."""
     if path is None:
         return 'random'
-    stat = os.stat(path)
-    return f'{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}'
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f'teacher weights not found: {path}')
+    files = [root] if root.is_file() else sorted(p for p in root.rglob('*') if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(root)).encode() if file != root else b'')
+        with open(file, 'rb') as f:
+            for chunk in iter(lambda: f.read(1 << 24), b''):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 class TeacherCache:

@@ -16,10 +16,27 @@ def weighted_pool(cells: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (weights[..., None] * cells).sum(dim=1)
 
 
-def mean_per_image(values: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
-    """Mean over each image's values, then over images (invariant to how images are split across processes)."""
-    means = [v.mean() for v in values.split(list(counts)) if len(v)]
-    return torch.stack(means).mean() if means else values.sum() * 0
+REGION_AVERAGES = ('batch', 'image')
+
+
+def average_regions(values: torch.Tensor, counts: Sequence[int], average: str) -> torch.Tensor:
+    """Reduce per-region values (K,) to a scalar.
+
+    'batch': mean over all K regions of the batch, as the reference training code does (images with more
+    regions weigh more). 'image': mean over each image's regions, then over images (every image weighs the
+    same, and a step does not depend on how the images are split across processes).
+    """
+    if not len(values):
+        return values.sum() * 0
+    if average == 'batch':
+        return values.mean()
+    return torch.stack([v.mean() for v in values.split(list(counts)) if len(v)]).mean()
+
+
+def check_average(average: str) -> str:
+    if average not in REGION_AVERAGES:
+        raise ValueError(f"average must be one of {REGION_AVERAGES}, got '{average}'")
+    return average
 
 
 @MODELS.register_module()
@@ -28,13 +45,14 @@ class ContentDistillLoss(nn.Module):
 
     pooling='1x1' (CVPR): the student region is RoIAlign 1x1 (cells of shape (K, 1, D) or (K, D)).
     pooling='weighted' (journal): RoIAlign N x N cells, weighted by their softmax cosine to the teacher.
+    average: 'batch' (the reference: mean over all regions of the batch) or 'image' (see ``average_regions``).
     """
 
-    def __init__(self, pooling: str = 'weighted', loss_weight: float = 1.0):
+    def __init__(self, pooling: str = 'weighted', loss_weight: float = 1.0, average: str = 'batch'):
         super().__init__()
         if pooling not in ('1x1', 'weighted'):
             raise ValueError(f"content pooling must be '1x1' or 'weighted', got '{pooling}'")
-        self.pooling, self.loss_weight = pooling, loss_weight
+        self.pooling, self.loss_weight, self.average = pooling, loss_weight, check_average(average)
 
     def forward(self, student_cells: torch.Tensor, teacher: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
         """student_cells (K, M, D) or (K, D); teacher (K, D); counts: regions per image (sum K)."""
@@ -49,7 +67,7 @@ class ContentDistillLoss(nn.Module):
                 raise ValueError(f"pooling='1x1' expects one cell per region, got {cells.shape[1]}")
             pooled = cells[:, 0]
         loss = 1 - F.cosine_similarity(pooled, teacher, dim=-1)
-        return self.loss_weight * mean_per_image(loss, counts)
+        return self.loss_weight * average_regions(loss, counts, self.average)
 
 
 @MODELS.register_module()
@@ -57,12 +75,13 @@ class RegionCorrelationLoss(nn.Module):
     """Region correlation constraint (journal): per region, row-wise KL between the VFM's and the student's
     cell-to-cell cosine matrices over the same N x N RoIAlign cells.
 
-    KL(softmax(R_vfm / tau) || softmax(R_clip / tau)), averaged over rows, regions of an image, then images.
+    KL(softmax(R_vfm / tau) || softmax(R_clip / tau)), averaged over the rows of a region, then over regions
+    (``average`` as for :class:`ContentDistillLoss`; 'batch', the reference's, by default).
     """
 
-    def __init__(self, tau: float = 0.1, loss_weight: float = 0.05):
+    def __init__(self, tau: float = 0.1, loss_weight: float = 0.05, average: str = 'batch'):
         super().__init__()
-        self.tau, self.loss_weight = tau, loss_weight
+        self.tau, self.loss_weight, self.average = tau, loss_weight, check_average(average)
 
     def forward(self, student_cells: torch.Tensor, vfm_cells: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:
         """student_cells (K, M, D), vfm_cells (K, M, C'), counts: regions per image."""
@@ -74,4 +93,4 @@ class RegionCorrelationLoss(nn.Module):
         log_p = F.log_softmax(v @ v.transpose(-1, -2) / self.tau, dim=-1)
         log_q = F.log_softmax(s @ s.transpose(-1, -2) / self.tau, dim=-1)
         per_region = (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean(dim=-1)
-        return self.loss_weight * mean_per_image(per_region, counts)
+        return self.loss_weight * average_regions(per_region, counts, self.average)

@@ -40,16 +40,28 @@ VFM_ARCHS = {
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
-def dino_interpolate_pos(pos: torch.Tensor, grid: Tuple[int, int], offset: float = 0.1) -> torch.Tensor:
-    """DINO / DINOv2's own position-embedding resize: patch table (1, M*M, C) -> (1, h*w, C), bicubic with
-    scale factors (n + 0.1) / M and no antialiasing (``interpolate_pos_encoding`` of the official models)."""
+def dino_interpolate_pos(pos: torch.Tensor, grid: Tuple[int, int], offset: float = 0.1,
+                         antialias: bool = False) -> torch.Tensor:
+    """DINO / DINOv2's own position-embedding resize (``interpolate_pos_encoding`` of the official models):
+    patch table (1, M*M, C) -> (1, h*w, C), bicubic. With ``offset`` != 0 (DINO; DINOv2 without registers:
+    0.1) by scale factors (n + offset) / M; with offset 0 (DINOv2 with registers) to the size (h, w).
+    ``antialias`` as the hub model sets it (True only for DINOv2 with registers)."""
     m = int(math.sqrt(pos.shape[1]))
     table = pos.reshape(1, m, m, -1).permute(0, 3, 1, 2).float()
-    table = F.interpolate(table, scale_factor=((grid[0] + offset) / m, (grid[1] + offset) / m), mode='bicubic',
-                          align_corners=False, antialias=False)
+    if offset:
+        resize = dict(scale_factor=((grid[0] + offset) / m, (grid[1] + offset) / m))
+    else:
+        resize = dict(size=tuple(grid))
+    table = F.interpolate(table, mode='bicubic', align_corners=False, antialias=antialias, **resize)
     if tuple(table.shape[-2:]) != tuple(grid):
         raise RuntimeError(f'position table resized to {tuple(table.shape[-2:])}, expected {grid}')
     return table.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)
+
+
+def dino_pos_rule(arch: str) -> dict:
+    """The official hub models' resize settings: DINOv2 with registers is built with interpolate_offset=0 and
+    interpolate_antialias=True; DINOv2 without registers and DINO v1 use offset 0.1, no antialiasing."""
+    return dict(offset=0.0, antialias=True) if arch.endswith('_reg') else dict(offset=0.1, antialias=False)
 
 
 @MODELS.register_module()
@@ -118,7 +130,7 @@ class VFMTeacher(nn.Module):
         num_prefix = 0 if self.model.no_embed_class else self.model.num_prefix_tokens
         src = self.source_pos_embed
         patch = src[:, num_prefix:] if tuple(grid) == tuple(self.source_grid) else \
-            dino_interpolate_pos(src[:, num_prefix:], grid)
+            dino_interpolate_pos(src[:, num_prefix:], grid, **dino_pos_rule(self.arch))
         self.model.pos_embed.data.copy_(torch.cat([src[:, :num_prefix], patch], dim=1))
         self.grid = tuple(grid)
 

@@ -18,16 +18,11 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
 from ...registry import MODELS
 from ..clip_factory import create_clip, resolve_pretrained
+from .prompts import PROMPT_BUILDERS, TEMPLATE_SETS, template_formatter
 
-TEMPLATE_SETS = {
-    'imagenet80': tuple(t('{}') for t in OPENAI_IMAGENET_TEMPLATES),
-    'simple': tuple(t('{}') for t in SIMPLE_IMAGENET_TEMPLATES),
-    'none': ('{}',),
-}
 SYNONYM_SEPARATOR = ';'
 
 
@@ -60,6 +55,20 @@ class ClassEmbeddings:
         out = sims.new_full((*sims.shape[:-1], self.num_classes), float('-inf'))
         return scale * out.scatter_reduce(-1, index, sims, reduce='amax')
 
+    def query_cosines(self, dense: torch.Tensor) -> torch.Tensor:
+        """dense (B, D, H, W), L2-normalised over D -> (B, S, H, W): the cosine with every query (synonym)."""
+        return torch.einsum('bdhw,sd->bshw', dense, self.embeddings.to(dense.dtype))
+
+    def class_probabilities(self, query_logits: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        """Query logits with S entries along ``dim`` -> class probabilities with K entries along ``dim``: the
+        softmax over ALL queries, then per class the highest probability among its queries (the authors'
+        DeCLIPSegmentation / ProxyCLIP post-processing)."""
+        probs = query_logits.softmax(dim, dtype=torch.promote_types(query_logits.dtype, torch.float32))
+        probs = probs.movedim(dim, -1)
+        index = self.class_index.to(probs.device).expand_as(probs)
+        out = probs.new_zeros((*probs.shape[:-1], self.num_classes))
+        return out.scatter_reduce(-1, index, probs, reduce='amax', include_self=False).movedim(-1, dim)
+
     def logits_map(self, dense: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         """dense (B, D, H, W), L2-normalised over D -> (B, K, H, W)."""
         return self.logits(dense.permute(0, 2, 3, 1), scale).permute(0, 3, 1, 2)
@@ -71,7 +80,8 @@ class OpenCLIPTextEncoder(BaseModule):
 
     Args:
         model_name / pretrained / cache_dir / strict: as for :class:`DeCLIPViT` (same open_clip model).
-        templates: 'imagenet80' (the 80 ImageNet prompts), 'simple', 'none', or a list of strings with ``{}``.
+        templates: 'imagenet80' (the 80 ImageNet prompts), 'vild' (the 63 ViLD-style prompts with their article
+            and 'This is ' rules: region classification, F-ViT), 'simple', 'none', or a list of strings with ``{}``.
         synonym_reduce: 'max' (over synonym scores) or 'mean' (averaged synonym embeddings).
         batch_size: prompts per text-tower call.
         embedding_cache: folder of the on-disk cache; None = ``$DECLIP_CACHE/text_embeddings``, False = off.
@@ -85,11 +95,18 @@ class OpenCLIPTextEncoder(BaseModule):
         if isinstance(templates, str):
             if templates not in TEMPLATE_SETS:
                 raise ValueError(f"templates must be one of {list(TEMPLATE_SETS)} or a list, got '{templates}'")
-            templates = TEMPLATE_SETS[templates]
-        self.templates = tuple(templates)
-        for t in self.templates:
-            if '{}' not in t:
-                raise ValueError(f'prompt template {t!r} has no {{}} for the class name')
+            self.prompts_for = PROMPT_BUILDERS[templates]
+            self.templates = TEMPLATE_SETS[templates]
+            prompt_rule = templates
+        else:
+            self.templates = tuple(templates)
+            for t in self.templates:
+                if '{}' not in t:
+                    raise ValueError(f'prompt template {t!r} has no {{}} for the class name')
+            self.prompts_for = template_formatter(self.templates)
+            prompt_rule = 'format'
+        if not self.templates:
+            raise ValueError('templates is empty: give at least one prompt template')
         if synonym_reduce not in ('max', 'mean'):
             raise ValueError(f"synonym_reduce must be 'max' or 'mean', got '{synonym_reduce}'")
         self.synonym_reduce = synonym_reduce
@@ -106,7 +123,7 @@ class OpenCLIPTextEncoder(BaseModule):
         else:
             root = Path(embedding_cache) if embedding_cache else Path(os.environ.get(
                 'DECLIP_CACHE', Path.home() / '.cache' / 'declip-mm')) / 'text_embeddings'
-            key = hashlib.sha256(json.dumps([model_name, self.weights_id, self.templates]).encode()).hexdigest()
+            key = hashlib.sha256(json.dumps([model_name, self.weights_id, prompt_rule, self.templates]).encode()).hexdigest()
             self.cache_file = root / f'{model_name}-{key[:16]}.pt'
         self._memory = {}
         self.num_encoded_prompts = 0  # how many prompts went through the text tower (cache misses)
@@ -150,11 +167,11 @@ class OpenCLIPTextEncoder(BaseModule):
         tmp.replace(self.cache_file)
 
     def embed_synonyms(self, synonyms: Sequence[str]) -> torch.Tensor:
-        """(S,) single names -> (S, D): re-normalised mean over templates; cached."""
+        """(S,) single names -> (S, D): the re-normalised mean of the names' normalised prompt embeddings; cached."""
         self._load_cache()
         missing = [s for s in dict.fromkeys(synonyms) if s not in self._memory]
         if missing:
-            prompts = [t.format(s) for s in missing for t in self.templates]
+            prompts = [p for s in missing for p in self.prompts_for(s)]
             emb = self.encode_prompts(prompts).reshape(len(missing), len(self.templates), -1)
             for s, e in zip(missing, F.normalize(emb.mean(dim=1), dim=-1)):
                 self._memory[s] = e.clone()

@@ -2,7 +2,7 @@
 _base_ = ['./ov_seg_eval.py']
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(10000, 560), keep_ratio=True),
+    dict(type='Resize', scale=(4096, 560), keep_ratio=True),
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]

@@ -1,8 +1,10 @@
 # Shared by the 8 training-free benchmarks (METHOD.md section 5): validation images resized to short side 448
-# (Cityscapes overrides it with 560), labels loaded with the dataset's reduce_zero_label, mmseg IoUMetric.
+# with mmseg Resize scale=(4096, 448), keep_ratio, as the authors' configs/cfg_*.py (DeCLIP zero-shot branch
+# @3b65d49); Cityscapes overrides it with (4096, 560), COCO-Object with (2048, 448). Labels stay at the original
+# size (loaded after the resize); predictions are resized back to it. mmseg IoUMetric.
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(10000, 448), keep_ratio=True),
+    dict(type='Resize', scale=(4096, 448), keep_ratio=True),
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]

@@ -154,8 +154,12 @@ def test_test_tool_restores_a_declip_checkpoint_mode(tmp_path):
     from mmseg.registry import MODELS
     model = MODELS.build(cfg.model)
     assert (model.backbone.mode, model.backbone.attn_scale) == ('qq', 1.0)
-    torch.save({'state_dict': {}, 'meta': {'hist': np.arange(2)}}, tmp_path / 'whole.pth')
+    whole = {f'backbone.{k}': v for k, v in model.backbone.state_dict().items()}
+    torch.save({'state_dict': whole, 'meta': {'hist': np.arange(2)}}, tmp_path / 'whole.pth')   # pickled: mmengine
     assert attach_checkpoint(cfg, str(tmp_path / 'whole.pth')) == 'load_from'
+    torch.save({'state_dict': {}, 'meta': {'hist': np.arange(2)}}, tmp_path / 'empty.pth')
+    with pytest.raises(ValueError, match='matches neither this model'):
+        attach_checkpoint(cfg, str(tmp_path / 'empty.pth'))
     bad = Config(dict(model=dict(segmentor_cfg(), backbone=dict(type='DeCLIPViT', model_name='DeCLIP-Tiny-EVA02-16'))))
     with pytest.raises(ValueError, match="holds a 'DeCLIP-Tiny-ViT-16' backbone"):
         attach_checkpoint(bad, str(tmp_path / 'b.pth'))

@@ -62,8 +62,9 @@ def attach_checkpoint(cfg: Config, checkpoint: str) -> str:
 
     * a DeCLIPViT backbone checkpoint (``meta.declip``, e.g. ``declip_backbone_final.pth``) becomes the
       DeCLIPViT's ``pretrained``: its stored mode and attention scale are restored -> ``'backbone'``;
-    * a whole-model checkpoint (keys under the model's sub-modules: ``backbone.``, ``student.``, ``neck.``...)
-      is loaded into the model (``load_from``) -> ``'load_from'``;
+    * a whole-model checkpoint (saved by an mmengine Runner, with ``meta`` and ``state_dict``, or with keys under
+      the config's sub-modules: ``backbone.``, ``student.``, ``neck.``...) is loaded into the model
+      (``load_from``, whose key mismatches mmengine logs) -> ``'load_from'``;
     * a CLIP weights file (open_clip or the authors' EVA-CLIP/DeCLIP format, keys ``visual.*``, e.g. the
       authors' released ``.pt``) becomes the DeCLIPViT's ``pretrained`` with ``strict=True``: a key mismatch
       raises a ``KeyError`` listing the keys -> ``'backbone-weights'``;
@@ -95,7 +96,8 @@ def attach_checkpoint(cfg: Config, checkpoint: str) -> str:
     except TypeError as err:
         raise ValueError(f'{checkpoint} holds no state dict ({err})') from err
     submodules = {name for name, value in cfg.model.items() if isinstance(value, dict) and 'type' in value}
-    if any(key.split('.', 1)[0] in submodules for key in keys):
+    saved_by_runner = isinstance(contents, dict) and {'meta', 'state_dict'} <= set(contents)
+    if keys and (saved_by_runner or any(key.split('.', 1)[0] in submodules for key in keys)):
         cfg.load_from = checkpoint
         return 'load_from'
     if is_declip and any(key.startswith('visual.') for key in keys):

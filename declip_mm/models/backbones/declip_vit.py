@@ -79,7 +79,12 @@ class DeCLIPViT(BaseModule):
         out_indices: blocks whose outputs ``forward`` returns as (B, C, H, W) maps before the dense map;
             the last block's index gives that block's output in the chosen mode.
         trainable: 'blocks' (METHOD section 4: every transformer block, minus the last block's unused
-            LN2/MLP and the unused q or k projection), 'all', or 'none' (frozen, e.g. for F-ViT).
+            LN2/MLP and the unused q or k projection), 'all', or 'none': frozen, as F-ViT uses CLIP: no
+            parameter trains, the tower stays in eval mode whatever ``train()`` says, and ``forward`` runs under
+            ``no_grad`` (its outputs carry no graph).
+        last_tap_mode: the mode of the last block for the map ``forward`` returns at the last block's index in
+            ``out_indices`` (the input of F-ViT's fourth pyramid level); None = ``mode``. CLIPSelf's F-ViT uses
+            'maskclip' there; the only public DeCLIP + F-ViT recipe (DeCLIP issue #10) the decoupled output.
         input_size: the input side the weights are meant for (stored in checkpoints; informative).
         strict: raise on missing/unexpected weight keys (they are always logged).
         cache_dir: Hugging Face cache folder to look for tagged weights in.
@@ -93,6 +98,7 @@ class DeCLIPViT(BaseModule):
                  out_indices: Sequence[int] = (),
                  trainable: str = 'blocks',
                  input_size: Optional[int] = None,
+                 last_tap_mode: Optional[str] = None,
                  strict: bool = True,
                  cache_dir: Optional[str] = None,
                  init_cfg=None):
@@ -133,6 +139,9 @@ class DeCLIPViT(BaseModule):
         if trainable not in TRAINABLE:
             raise ValueError(f"trainable must be one of {TRAINABLE}, got '{trainable}'")
         self.trainable = trainable
+        if last_tap_mode is not None and last_tap_mode not in MODES:
+            raise ValueError(f"last_tap_mode must be one of {MODES} or None, got '{last_tap_mode}'")
+        self.last_tap_mode = last_tap_mode
 
         if checkpoint:
             result = self.load_state_dict(checkpoint[0], strict=False)
@@ -191,6 +200,14 @@ class DeCLIPViT(BaseModule):
             for p in unused:
                 p.requires_grad = False
 
+    @property
+    def frozen(self) -> bool:
+        return self.trainable == 'none'
+
+    def train(self, mode: bool = True):
+        """A frozen tower (``trainable='none'``) stays in eval mode."""
+        return super().train(mode and not self.frozen)
+
     def init_weights(self):
         """Weights come from ``pretrained`` at construction; never re-initialise them here."""
         self._is_init = True
@@ -247,14 +264,18 @@ class DeCLIPViT(BaseModule):
         out_indices = self.out_indices if out_indices is None else out_indices
         x, rope, grid, kept = self._run_trunk(images, out_indices)
         last, context = self._last_block(x, rope, mode)
-        kept[self.depth - 1] = last
+        tap_mode = self.last_tap_mode or mode
+        kept[self.depth - 1] = last if tap_mode == mode or self.depth - 1 not in out_indices else \
+            self._last_block(x, rope, tap_mode)[0]
         intermediates = [self._to_map(kept[i][:, 1:], grid) for i in out_indices]
         dense = self._to_map(self.view.head(last[:, 1:]), grid)
         return DeCLIPFeatures(dense, self._patch_tokens(context), intermediates)
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """Feature maps for necks: the (B, C, H, W) maps at ``out_indices``, then the (B, D, H, W) dense map."""
-        feats = self.forward_features(images)
+        """Feature maps for necks: the (B, C, H, W) maps at ``out_indices``, then the (B, D, H, W) dense map
+        (not normalised). A frozen tower runs under ``no_grad``."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            feats = self.forward_features(images)
         return (*feats.intermediates, feats.dense)
 
     def extract_dense(self, images: torch.Tensor, mode: Optional[str] = None, normalize: bool = True) -> torch.Tensor:

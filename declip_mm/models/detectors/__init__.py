@@ -1,1 +1,6 @@
-"""Filled by a later issue (see README's layout); nothing is registered here yet."""
+"""Open-vocabulary detectors: F-ViT and its heads (DOWNSTREAM.md Part 1)."""
+from .fvit import FViT
+from .fvit_heads import FeatureMaps, FViTBBoxHead, FViTRoIHead, TextEmbeddingClassifier
+from .rpn_head import NormRPNHead
+
+__all__ = ['FViT', 'FViTBBoxHead', 'FViTRoIHead', 'TextEmbeddingClassifier', 'FeatureMaps', 'NormRPNHead']

@@ -1,0 +1,61 @@
+# OV-COCO (DOWNSTREAM.md 3.1; CLIPSelf F-ViT): 65 classes = 48 base + 17 novel, in COCO-id order (= label order).
+# Training: zero-shot/instances_train2017_seen_2_65_cat.json (65 categories listed, base annotations only); evaluation:
+# zero-shot/instances_val2017_all_2.json with OVCocoMetric (coco/novel_ap50, base_ap50, all_ap50). Build both with
+# tools/dataset_converters/ov_coco.py from COCO's instances_{train,val}2017.json (docs/detection.md).
+# Images: longest side 640 at test (Resize keep_ratio, padded to 640 x 640 by the data preprocessor after normalisation);
+# training: random resize 0.1-2.0 of 640, random 640 crop, flip.
+dataset_type = 'CocoDataset'
+data_root = 'data/coco/'
+image_size = 640
+classes = (
+    'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat', 'bench', 'bird',
+    'cat', 'dog', 'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella',
+    'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'kite', 'skateboard', 'surfboard', 'bottle',
+    'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange', 'broccoli', 'carrot',
+    'pizza', 'donut', 'cake', 'chair', 'couch', 'bed', 'toilet', 'tv', 'laptop', 'mouse', 'remote', 'keyboard',
+    'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase', 'scissors', 'toothbrush')
+base_classes = (
+    'person', 'bicycle', 'car', 'motorcycle', 'train', 'truck', 'boat', 'bench', 'bird', 'horse', 'sheep',
+    'bear', 'zebra', 'giraffe', 'backpack', 'handbag', 'suitcase', 'frisbee', 'skis', 'kite', 'surfboard',
+    'bottle', 'fork', 'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange', 'broccoli', 'carrot', 'pizza',
+    'donut', 'chair', 'bed', 'toilet', 'tv', 'laptop', 'mouse', 'remote', 'microwave', 'oven', 'toaster',
+    'refrigerator', 'book', 'clock', 'vase', 'toothbrush')
+novel_classes = (
+    'airplane', 'bus', 'cat', 'dog', 'cow', 'elephant', 'umbrella', 'tie', 'snowboard', 'skateboard', 'cup',
+    'knife', 'cake', 'couch', 'keyboard', 'sink', 'scissors')
+metainfo = dict(classes=classes, base_classes=base_classes, novel_classes=novel_classes)
+# F-ViT's classification weights: 1 base, 0 novel (masked with -inf), background 0.6
+class_weight = [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.6]
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='RandomResize', scale=(image_size, image_size), ratio_range=(0.1, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_type='absolute_range', crop_size=(image_size, image_size), recompute_bbox=True,
+         allow_negative_crop=True),
+    dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=8, num_workers=8, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    batch_sampler=dict(type='AspectRatioBatchSampler'),
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
+                 ann_file='zero-shot/instances_train2017_seen_2_65_cat.json', data_prefix=dict(img='train2017/'),
+                 filter_cfg=dict(filter_empty_gt=True, min_size=32), pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1, num_workers=4, persistent_workers=True, drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
+                 ann_file='zero-shot/instances_val2017_all_2.json', data_prefix=dict(img='val2017/'),
+                 test_mode=True, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='OVCocoMetric', ann_file=data_root + 'zero-shot/instances_val2017_all_2.json', metric='bbox',
+                     format_only=False)
+test_evaluator = val_evaluator

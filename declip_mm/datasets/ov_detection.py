@@ -1,0 +1,89 @@
+"""Open-vocabulary detection data conventions (DOWNSTREAM.md Part 3): the OV-COCO split (Bansal et al. 2018, as
+packaged by OVR-CNN and used by CLIPSelf's F-ViT: 48 base / 17 novel = 65 classes), its annotation files, and
+class lists for the class-embedding tool.
+
+Class lists are in COCO category-id order, which is mmdet's label order for a ``CocoDataset`` whose json lists
+the categories in id order.
+"""
+import json
+from pathlib import Path
+from typing import Dict, List, Sequence, Union
+
+# CLIPSelf F-ViT/datasets/mscoco_seen_classes.json / mscoco_unseen_classes.json (= OVR-CNN, ovdet keep_coco_*.py)
+COCO_BASE_48 = (
+    'person', 'bicycle', 'car', 'motorcycle', 'train', 'truck', 'boat', 'bench', 'bird', 'horse', 'sheep', 'bear',
+    'zebra', 'giraffe', 'backpack', 'handbag', 'suitcase', 'frisbee', 'skis', 'kite', 'surfboard', 'bottle', 'fork',
+    'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange', 'broccoli', 'carrot', 'pizza', 'donut', 'chair', 'bed',
+    'toilet', 'tv', 'laptop', 'mouse', 'remote', 'microwave', 'oven', 'toaster', 'refrigerator', 'book', 'clock',
+    'vase', 'toothbrush')
+COCO_NOVEL_17 = (
+    'airplane', 'bus', 'cat', 'dog', 'cow', 'elephant', 'umbrella', 'tie', 'snowboard', 'skateboard', 'cup', 'knife',
+    'cake', 'couch', 'keyboard', 'sink', 'scissors')
+
+
+def coco_80() -> tuple:
+    from mmdet.datasets import CocoDataset
+    return tuple(CocoDataset.METAINFO['classes'])
+
+
+def ov_coco_65() -> tuple:
+    """The 65 OV-COCO classes in COCO-id order (CLIPSelf ``mscoco_65_classes.json``)."""
+    keep = set(COCO_BASE_48) | set(COCO_NOVEL_17)
+    return tuple(c for c in coco_80() if c in keep)
+
+
+def ov_coco_class_weight(bg_weight: float = 0.6) -> List[float]:
+    """The F-ViT OV-COCO classification weights: 1 for base, 0 for novel (65, id order), then background."""
+    return [0.0 if c in COCO_NOVEL_17 else 1.0 for c in ov_coco_65()] + [bg_weight]
+
+
+def ov_coco_metainfo() -> dict:
+    """Dataset metainfo for mmdet's ``CocoDataset`` and ``OVCocoMetric`` (classes, base_classes, novel_classes)."""
+    classes = ov_coco_65()
+    return dict(classes=classes, base_classes=tuple(c for c in classes if c in COCO_BASE_48),
+                novel_classes=tuple(c for c in classes if c in COCO_NOVEL_17))
+
+
+def class_names_from(spec: Union[str, Sequence[str]]) -> List[str]:
+    """Class names in label order: 'ov_coco_65' / 'coco_80', a COCO-format json (categories sorted by id), a text
+    file (one name per line), or a list."""
+    if not isinstance(spec, str):
+        return list(spec)
+    named = dict(ov_coco_65=ov_coco_65, coco_80=coco_80)
+    if spec in named:
+        return list(named[spec]())
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"classes '{spec}' is neither {sorted(named)} nor a file")
+    if path.suffix == '.json':
+        data = json.loads(path.read_text())
+        if 'categories' not in data:
+            raise KeyError(f"{path} has no 'categories'")
+        return [c['name'] for c in sorted(data['categories'], key=lambda c: c['id'])]
+    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def build_ov_coco(instances: Dict, split: str) -> Dict:
+    """An OV-COCO annotation file from a COCO ``instances_*2017.json`` dict (OVR-CNN's rule, see the converter).
+
+    split 'train_seen_2_65_cat': the 65 categories listed, annotations of the 48 base classes only;
+    split 'val_all_2': the 65 categories, their annotations. Images are kept only when they keep at least one
+    annotation. Crowd annotations are kept as they are (COCOeval ignores them; mmdet skips them in training).
+    """
+    if split not in ('train_seen_2_65_cat', 'val_all_2'):
+        raise ValueError(f"split must be 'train_seen_2_65_cat' or 'val_all_2', got '{split}'")
+    for key in ('images', 'annotations', 'categories'):
+        if key not in instances:
+            raise KeyError(f"the instances json has no '{key}'")
+    names65 = set(ov_coco_65())
+    allowed = set(COCO_BASE_48) if split.startswith('train') else names65
+    categories = sorted((c for c in instances['categories'] if c['name'] in names65), key=lambda c: c['id'])
+    if len(categories) != 65:
+        raise ValueError(f'the instances json has {len(categories)} of the 65 OV-COCO categories')
+    kept_ids = {c['id'] for c in categories if c['name'] in allowed}
+    annotations = [a for a in instances['annotations'] if a['category_id'] in kept_ids]
+    image_ids = {a['image_id'] for a in annotations}
+    images = [img for img in instances['images'] if img['id'] in image_ids]
+    out = {k: v for k, v in instances.items() if k not in ('images', 'annotations', 'categories')}
+    out.update(images=images, annotations=annotations, categories=categories)
+    return out

@@ -1,0 +1,32 @@
+"""F-ViT (CLIPSelf, ICLR 2024; the detector DeCLIP reports OV-COCO / OV-LVIS numbers with) on mmdet 3.x.
+
+    image -> frozen DeCLIPViT (taps at out_indices; the last tap in ``last_tap_mode``) -> SimplePyramid -> FPN
+          -> RPN -> FViTRoIHead (text-embedding classifier; at test fused with the CLIP map pooled at proposals)
+
+The backbone returns its four taps and the dense CLIP map; the pyramid ignores the map, so training is a
+plain ``TwoStageDetector``. At test the map, L2-normalised per pixel, rides along with the neck's features
+(:class:`FeatureMaps`) to the RoI head.
+"""
+import torch.nn.functional as F
+from mmdet.models.detectors import TwoStageDetector
+
+from ...registry import MODELS
+from .fvit_heads import FeatureMaps
+
+
+@MODELS.register_module()
+class FViT(TwoStageDetector):
+    """``TwoStageDetector`` whose test pass hands the backbone's dense CLIP map (its last output) to the RoI head."""
+
+    def predict(self, batch_inputs, batch_data_samples, rescale: bool = True):
+        if not self.with_bbox:
+            raise ValueError('F-ViT needs a RoI head')
+        outputs = self.backbone(batch_inputs)
+        feats = self.neck(outputs) if self.with_neck else outputs
+        vlm = F.normalize(outputs[-1], dim=1)
+        if batch_data_samples[0].get('proposals', None) is None:
+            rpn_results = self.rpn_head.predict(feats, batch_data_samples, rescale=False)
+        else:
+            rpn_results = [s.proposals for s in batch_data_samples]
+        results = self.roi_head.predict(FeatureMaps(feats, vlm), rpn_results, batch_data_samples, rescale=rescale)
+        return self.add_pred_to_datasample(batch_data_samples, results)

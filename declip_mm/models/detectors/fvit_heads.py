@@ -1,0 +1,173 @@
+"""F-ViT's open-vocabulary RoI head (CLIPSelf ``F-ViT/models/fvit_head.py`` @1c7fe9c), on mmdet 3.x parts.
+
+Training: the box branch of a ConvFC head gives an embedding e (ReLU'd, the width of the CLIP joint space);
+class logits are ``T_det * cos(e, t_c)`` against fixed text embeddings t (K classes + 'background' last), with a
+learned temperature T_det (init 50); loss: :class:`OVCrossEntropyLoss`.
+
+Test: the dense CLIP map F (L2-normalised per pixel) is pooled at every proposal (RoIAlign 1x1), normalised, and
+the two class distributions are fused geometrically, background counting as a base class:
+
+    p_det = softmax(T_det * cos(e, t)),  p_vlm = softmax(T_vlm * cos(f, t))
+    score_c = p_det_c^(1 - alpha) * p_vlm_c^alpha    (base classes and background)
+    score_c = p_det_c^(1 - beta)  * p_vlm_c^beta     (novel classes: weight 0 in the loss)
+
+These scores go to NMS as they are (no second softmax, no renormalisation).
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmdet.models.layers import multiclass_nms
+from mmdet.models.roi_heads import StandardRoIHead
+from mmdet.models.roi_heads.bbox_heads import ConvFCBBoxHead
+from mmdet.models.utils import empty_instances
+from mmdet.structures.bbox import get_box_tensor, scale_boxes
+from mmengine.structures import InstanceData
+from torch import nn
+
+from ...registry import MODELS
+from ..losses.ov_cross_entropy import ZERO_WEIGHT
+from ..text.embedding_file import load_class_embeddings
+
+
+class FeatureMaps(tuple):
+    """The neck's maps, carrying the backbone's dense CLIP map as ``.vlm`` (B, D, h, w) to the RoI head.
+    Slices are plain tuples, so mmdet's RoI extractors (which take ``x[:num_inputs]``) never see it."""
+
+    def __new__(cls, maps, vlm: Optional[torch.Tensor] = None):
+        obj = super().__new__(cls, maps)
+        obj.vlm = vlm
+        return obj
+
+
+@MODELS.register_module()
+class TextEmbeddingClassifier(nn.Module):
+    """``T * cos(x, t_c)`` against fixed class text embeddings t (K + 1 rows, 'background' last): mmdet's
+    ``cls_predictor_cfg`` (it receives ``in_features`` and ``out_features`` from the bbox head).
+
+    Args:
+        embeddings: the class-embedding file (``tools/dump_class_embeddings.py`` or CLIPSelf's dict format).
+        class_names: the dataset's classes in label order; the file must hold each of them and 'background'.
+        temperature: initial T (50); ``learn_temperature`` makes it a parameter (CLIPSelf's default).
+    """
+
+    def __init__(self, in_features: int, out_features: int, embeddings: str, class_names: Sequence[str],
+                 temperature: float = 50.0, learn_temperature: bool = True):
+        super().__init__()
+        text = load_class_embeddings(embeddings, class_names)                 # (K + 1, D), normalised
+        if text.shape[0] != out_features:
+            raise ValueError(f'{embeddings}: {text.shape[0]} class embeddings for a head with {out_features} '
+                             'outputs (K classes + background)')
+        self.in_features, self.source = in_features, embeddings
+        self.register_buffer('text', text, persistent=False)
+        t = torch.tensor(float(temperature))
+        self.temperature = nn.Parameter(t) if learn_temperature else None
+        if not learn_temperature:
+            self.register_buffer('fixed_temperature', t, persistent=False)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.temperature if self.temperature is not None else self.fixed_temperature
+
+    def check_dim(self, dim: int, what: str) -> None:
+        if dim != self.text.shape[1]:
+            raise ValueError(f'{self.source}: class embeddings of dimension {self.text.shape[1]}, but {what} '
+                             f'{dim}-d; set fc_out_channels (and the CLIP map) to the CLIP embedding dimension')
+
+    def cosine(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (N, K + 1) cosines with the class embeddings."""
+        self.check_dim(x.shape[-1], 'the features are')
+        return F.normalize(x, dim=-1) @ self.text.to(x.dtype).t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.cosine(x)
+
+
+@MODELS.register_module()
+class FViTBBoxHead(ConvFCBBoxHead):
+    """CLIPSelf's ``FViTBBoxHead``: 4 shared convs, 2 shared fcs, one class fc (ReLU kept) whose output is
+    compared with the text embeddings (``cls_predictor_cfg=dict(type='TextEmbeddingClassifier', ...)``),
+    class-agnostic regression; at test, the fusion with the CLIP region scores (module doc).
+
+    Args:
+        vlm_temperature: T_vlm (OV-COCO 75, OV-LVIS 50).
+        alpha / beta: the CLIP exponents for base (and background) / novel classes (OV-COCO 0.1 / 0.8).
+    The novel classes are those the classification loss gives weight 0 (``loss_cls.class_weight``).
+    """
+
+    def __init__(self, vlm_temperature: float = 75.0, alpha: float = 0.1, beta: float = 0.8,
+                 num_shared_convs: int = 4, num_shared_fcs: int = 2, num_cls_fcs: int = 1, num_reg_fcs: int = 1,
+                 **kwargs):
+        super().__init__(num_shared_convs=num_shared_convs, num_shared_fcs=num_shared_fcs, num_cls_fcs=num_cls_fcs,
+                         num_reg_fcs=num_reg_fcs, **kwargs)
+        if not isinstance(self.fc_cls, TextEmbeddingClassifier):
+            raise ValueError("FViTBBoxHead needs cls_predictor_cfg=dict(type='TextEmbeddingClassifier', ...)")
+        self.fc_cls.check_dim(self.cls_last_dim, 'the class branch (fc_out_channels) gives')
+        weights = getattr(self.loss_cls, 'class_weight', None)
+        if weights is None or len(weights) != self.num_classes + 1:
+            raise ValueError('FViTBBoxHead needs a loss_cls with K + 1 class weights (OVCrossEntropyLoss): the '
+                             'zero-weight classes are the novel ones')
+        self.register_buffer('novel', torch.tensor(weights) < ZERO_WEIGHT, persistent=False)
+        self.novel[-1] = False                                            # background fuses as a base class
+        self.vlm_temperature, self.alpha, self.beta = vlm_temperature, alpha, beta
+
+    def forward(self, x: torch.Tensor, vlm_feats: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """RoI features (N, C, 7, 7) -> (class logits (N, K + 1), box deltas (N, 4)); with the CLIP region
+        features ``vlm_feats`` (N, D), the fused class scores instead of the logits."""
+        cls_score, bbox_pred = super().forward(x)
+        if vlm_feats is not None:
+            cls_score = self.fuse(cls_score, vlm_feats)
+        return cls_score, bbox_pred
+
+    def fuse(self, cls_score: torch.Tensor, vlm_feats: torch.Tensor) -> torch.Tensor:
+        """Geometric fusion (module doc): logits (N, K + 1), CLIP region features (N, D) -> scores (N, K + 1)."""
+        p_det = cls_score.float().softmax(dim=-1)
+        p_vlm = (self.vlm_temperature * self.fc_cls.cosine(vlm_feats.float())).softmax(dim=-1)
+        exponent = torch.where(self.novel.to(p_det.device), self.beta, self.alpha)
+        return p_det ** (1 - exponent) * p_vlm ** exponent
+
+    def _predict_by_feat_single(self, roi: torch.Tensor, cls_score: torch.Tensor, bbox_pred: torch.Tensor,
+                                img_meta: dict, rescale: bool = False, rcnn_test_cfg=None) -> InstanceData:
+        """mmdet's ``BBoxHead._predict_by_feat_single`` without its softmax: ``cls_score`` already holds the
+        fused scores. Boxes are decoded from the proposals, rescaled, then per-class NMS (background dropped)."""
+        if roi.shape[0] == 0:
+            return empty_instances([img_meta], roi.device, task_type='bbox', box_type=self.predict_box_type,
+                                   use_box_type=False, num_classes=self.num_classes,
+                                   score_per_cls=rcnn_test_cfg is None)[0]
+        bboxes = self.bbox_coder.decode(roi[..., 1:], bbox_pred.view(-1, self.bbox_coder.encode_size),
+                                        max_shape=img_meta['img_shape'])
+        if rescale and bboxes.size(0) > 0:
+            bboxes = scale_boxes(bboxes, [1 / s for s in img_meta['scale_factor']])
+        bboxes = get_box_tensor(bboxes)
+        box_dim = bboxes.size(-1)
+        bboxes = bboxes.view(roi.size(0), -1)
+        results = InstanceData()
+        if rcnn_test_cfg is None:
+            results.bboxes, results.scores = bboxes, cls_score
+            return results
+        det_bboxes, det_labels = multiclass_nms(bboxes, cls_score, rcnn_test_cfg.score_thr, rcnn_test_cfg.nms,
+                                                rcnn_test_cfg.max_per_img, box_dim=box_dim)
+        results.bboxes, results.scores, results.labels = det_bboxes[:, :-1], det_bboxes[:, -1], det_labels
+        return results
+
+
+@MODELS.register_module()
+class FViTRoIHead(StandardRoIHead):
+    """``StandardRoIHead`` that, at test time, also pools the backbone's dense CLIP map (``x.vlm``, see
+    :class:`FeatureMaps`) at the proposals with ``vlm_roi_extractor`` (RoIAlign 1x1 at the patch stride) and
+    hands it to the bbox head for the fusion. Training is the standard one (the CLIP map is not used)."""
+
+    def __init__(self, vlm_roi_extractor: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.vlm_roi_extractor = MODELS.build(vlm_roi_extractor)
+
+    def _bbox_forward(self, x, rois: torch.Tensor) -> dict:
+        bbox_feats = self.bbox_roi_extractor(x[:self.bbox_roi_extractor.num_inputs], rois)
+        if self.with_shared_head:
+            bbox_feats = self.shared_head(bbox_feats)
+        vlm = getattr(x, 'vlm', None)
+        vlm_feats = None
+        if vlm is not None and not self.training:
+            vlm_feats = self.vlm_roi_extractor([vlm], rois).flatten(1)         # (N, D)
+        cls_score, bbox_pred = self.bbox_head(bbox_feats, vlm_feats)
+        return dict(cls_score=cls_score, bbox_pred=bbox_pred, bbox_feats=bbox_feats)

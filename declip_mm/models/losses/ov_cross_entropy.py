@@ -58,5 +58,10 @@ class OVCrossEntropyLoss(CrossEntropyLoss):
     def forward(self, cls_score: torch.Tensor, label: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if cls_score.shape[-1] != len(self.class_weight):
             raise ValueError(f'{cls_score.shape[-1]} class scores but {len(self.class_weight)} class weights')
-        cls_score = cls_score.masked_fill(self.masked.to(cls_score.device), float('-inf'))
-        return super().forward(cls_score, label, *args, **kwargs)
+        masked = self.masked.to(cls_score.device)
+        if masked[label.clamp(0, len(masked) - 1)].any():
+            bad = sorted(set(label[masked[label.clamp(0, len(masked) - 1)]].tolist()))
+            raise ValueError(f'training targets of classes {bad}, whose weight is 0 (novel): the loss would be '
+                             'infinite. Train on base-only annotations (e.g. instances_train2017_seen_2_65_cat.json, '
+                             'tools/dataset_converters/ov_coco.py; LVIS without rare annotations)')
+        return super().forward(cls_score.masked_fill(masked, float('-inf')), label, *args, **kwargs)

@@ -463,7 +463,7 @@ def build_scheduled_optimizer(cfg_path, epoch_length):
     from mmengine.registry import PARAM_SCHEDULERS
     init_default_scope('declip_mm')
     cfg = Config.fromfile(str(cfg_path))
-    model = torch.nn.Linear(2, 2)
+    model = DeCLIPViT(TINY, mode='csa')                  # trainable='blocks', as the student
     # AmpOptimWrapper asserts a GPU; its optimizer and schedule are those of the plain wrapper
     wrapper = build_optim_wrapper(model, dict(cfg.optim_wrapper, type='OptimWrapper'))
     schedulers = []
@@ -482,6 +482,12 @@ def test_schedule_is_the_authors_cosine_lr():
     cfg, wrapper, schedulers = build_scheduled_optimizer(
         REPO / 'configs/distill/declip_eva02-b16_dinov2-b14reg_sd15_coco-560_6e.py', epoch_length)
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    groups = wrapper.param_groups
+    for group in groups:                                 # AdamW, betas / eps, no decay on 1-D parameters
+        (param,) = group['params']
+        assert group['weight_decay'] == (0.0 if param.ndim == 1 else 0.1)
+        assert (group['betas'], group['eps']) == ((0.9, 0.999), 1e-8)
+    assert {p.ndim for g in groups for p in g['params']} >= {1, 2}
     total = epoch_length * cfg.train_cfg.max_epochs
     for step in range(total):
         want = dr_ref.reference_cosine_lr(step, 1e-5, 1000, total)
@@ -550,3 +556,79 @@ def test_content_loss_averages_over_all_regions_of_the_batch():
     assert ours.item() == pytest.approx(want.item(), rel=1e-6)
     per_image = ContentDistillLoss(pooling='1x1', average='image')(student, teacher, counts)
     assert abs(per_image.item() - want.item()) > 1e-3                 # the option differs on uneven counts
+
+
+def test_segment_image_api_equals_the_benchmark_pipeline(sample_root):
+    """declip_mm.apis.segment_image on an RGB array = the benchmark config's pipeline (mmcv Resize keep_ratio on the
+    BGR file, SegDataPreProcessor with bgr_to_rgb) + predict, probabilities and labels."""
+    from mmcv.transforms import LoadImageFromFile
+    from mmseg.datasets.transforms import PackSegInputs
+    from mmseg.registry import MODELS, TRANSFORMS
+    from declip_mm.apis import build_segmentor, segment_image
+    torch.manual_seed(0)
+    model = build_segmentor(backbone=dict(type='DeCLIPViT', model_name=TINY, trainable='none'),
+                            text_encoder=dict(type='OpenCLIPTextEncoder', model_name=TINY, templates='simple',
+                                              embedding_cache=False),
+                            class_names='voc21', logit_scale=80.0, bg_thresh=0.4, mode='csa',
+                            test_cfg=dict(mode='slide', crop_size=(96, 96), stride=(64, 64)))
+    path = sorted((sample_root / 'voc' / 'JPEGImages').glob('*.jpg'))[0]
+    labels, probs = segment_image(model, np.array(Image.open(path).convert('RGB')), short_side=128)
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(str(REPO / 'configs/segmentation/training-free_declip-eva02-b16_voc21.py'))
+    resize = TRANSFORMS.build(dict(cfg.test_dataloader.dataset.pipeline[1], scale=(4096, 128)))
+    packed = PackSegInputs()(resize(LoadImageFromFile()(dict(img_path=str(path)))))
+    config_pre = MODELS.build(cfg.model.data_preprocessor)
+    data = config_pre(dict(inputs=[packed['inputs']], data_samples=[packed['data_samples']]), False)
+    with torch.no_grad():
+        out = model.predict(data['inputs'], data['data_samples'])[0]
+    torch.testing.assert_close(probs, out.seg_logits.data, rtol=0, atol=1e-6)
+    assert np.array_equal(labels, out.pred_sem_seg.data[0].numpy())
+
+
+def test_skipped_images_are_summed_and_losses_averaged_across_processes(monkeypatch):
+    """DeCLIPDistiller.parse_losses with 2 processes (all_reduce emulated: the other process logged the same)."""
+    from declip_mm.models.distillers import declip_distiller as module
+    calls = []
+
+    def fake_all_reduce(tensor, op):
+        calls.append(op)
+        if op == 'sum':
+            tensor.mul_(2)
+
+    monkeypatch.setattr(module, 'get_world_size', lambda: 2)
+    monkeypatch.setattr(module, 'all_reduce', fake_all_reduce)
+    distiller = module.DeCLIPDistiller.__new__(module.DeCLIPDistiller)
+    loss, logs = module.DeCLIPDistiller.parse_losses(distiller, dict(
+        loss_context=torch.tensor(0.5), loss_content=torch.tensor(0.25), data_skipped=torch.tensor(3.0)))
+    assert float(logs['data_skipped']) == 6.0
+    assert float(logs['loss_context']) == 0.5 and float(loss) == pytest.approx(0.75)    # the local loss
+    assert sorted(calls) == ['mean', 'mean', 'mean', 'sum']
+
+
+def test_install_script_uses_the_tested_wheel_check():
+    script = (REPO / 'tools/install/setup_env.sh').read_text()
+    assert script.count('run_logged "$ENV/bin/python" "$REPO/tools/install/check_mmcv_wheel.py" "$whl"') == 2
+    assert 'unzip -l' not in script and '| grep -q' not in script
+
+
+def test_mask_grid_sizes_round_as_the_reference():
+    """Aspect ratios whose grid side lands on .5 (150 x 500 at grid 35: 10.5 -> 10) and others."""
+    from declip_mm.models.classifiers.region_classifier import masks_to_grid
+    rng = np.random.default_rng(0)
+    for h, w, grid in ((150, 500, 35), (500, 150, 35), (427, 640, 35), (360, 640, 14), (333, 500, 40)):
+        mask = np.zeros((h, w), bool)
+        mask[rng.integers(0, h // 2):, rng.integers(0, w // 2):rng.integers(w // 2 + 1, w)] = True
+        ours = masks_to_grid(torch.from_numpy(mask)[None], (grid, grid))[0]
+        assert torch.equal(ours, rc_ref.reference_mask_to_grid(mask, grid)), (h, w, grid)
+
+
+def test_test_tool_refuses_checkpoints_without_the_backbone(tmp_path):
+    from declip_mm.engine.runner_setup import attach_checkpoint
+    weights = {f'student.visual.{k}': v for k, v in full_clip_state_dict().items() if k.startswith('visual.')}
+    torch.save({'state_dict': weights, 'meta': {'epoch': np.int64(6)}}, tmp_path / 'epoch_6.pth')
+    with pytest.raises(ValueError, match='distillation checkpoint .* declip_backbone_final.pth'):
+        attach_checkpoint(Config(dict(model=segmentor_config())), str(tmp_path / 'epoch_6.pth'))
+    torch.save({'state_dict': {'neck.w': torch.zeros(1)}, 'meta': {}}, tmp_path / 'neck_only.pth')
+    cfg = Config(dict(model=dict(segmentor_config(), neck=dict(type='FPN'))))
+    with pytest.raises(ValueError, match='no backbone.\\* keys'):
+        attach_checkpoint(cfg, str(tmp_path / 'neck_only.pth'))

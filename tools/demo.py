@@ -34,7 +34,11 @@ def parse_args(argv=None):
     p.add_argument('--backbone', default=None, help='DeCLIPViT checkpoint, open_clip tag or file (default: the '
                    'tiny model distilled in step 2)')
     p.add_argument('--text-weights', default=None, help='open_clip tag or file for the text tower (the original CLIP)')
-    p.add_argument('--mode', default=None, help='csa / qq / kk / vanilla / maskclip (default: the checkpoint\'s)')
+    p.add_argument('--mode', default='csa', help="csa (default, the authors' segmentation protocol) / qq / kk / "
+                   'vanilla / maskclip')
+    p.add_argument('--attn-scale', default='1/sqrt(d)', type=lambda v: v if v == '1/sqrt(d)' else float(v),
+                   help="softmax scale of the decoupled attention: '1/sqrt(d)' (default, the authors' segmentation "
+                        'protocol) or a number')
     p.add_argument('--classes', default='voc21', help='bundled list name, a file, or comma-separated names')
     p.add_argument('--images', default=None, help='folder of photos (default: the sample VOC photos)')
     p.add_argument('--labels', default=None, help='folder of label PNGs named like the photos (default: VOC)')
@@ -101,14 +105,15 @@ def main(argv=None):
         else [c.strip() for c in args.classes.split(',')]
     # names shown in the pictures: a class's first synonym; VOC21's class 0 is the stuff-word background line
     shown = [c.split(';')[0].strip() for c in classes]
-    if args.classes == 'voc21':
+    if args.classes in ('voc21', 'coco_object', 'pc60'):              # the benchmarks whose class 0 is background
         shown[0] = 'background'
     torch.manual_seed(0)
     test_cfg = dict(mode='slide', crop_size=(args.window,) * 2, stride=(args.stride,) * 2) if args.window \
         else dict(mode='whole')
     segmentor = build_segmentor(
-        backbone=dict(type='DeCLIPViT', model_name=args.model_name, pretrained=backbone, mode=args.mode,
-                      trainable='none'),
+        backbone=dict(type='DeCLIPViT', model_name=args.model_name, pretrained=backbone,
+                      attn_scale=args.attn_scale, trainable='none'),
+        mode=args.mode,
         text_encoder=dict(type='OpenCLIPTextEncoder', model_name=args.model_name, pretrained=args.text_weights),
         class_names=classes, logit_scale=args.logit_scale, bg_thresh=args.bg_thresh, test_cfg=test_cfg)
 

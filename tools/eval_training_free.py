@@ -1,10 +1,10 @@
 """Run the 8 training-free segmentation benchmarks and write a summary (markdown and json).
 
     python tools/eval_training_free.py CHECKPOINT [--configs-dir configs/segmentation] [--out work_dirs/eval]
-        [--cfg-options model.backbone.mode=csa ...] [--launcher none]
+        [--cfg-options model.mode=vanilla ...] [--launcher none]
 
-CHECKPOINT: a DeCLIPViT checkpoint (its mode/scale are restored), or 'none' for the configs' original CLIP
-weights. Benchmarks whose data root is missing are reported as such (see docs/evaluation.md to prepare them).
+CHECKPOINT: a DeCLIPViT checkpoint or CLIP weights file (run with the configs' protocol: csa, 1/sqrt(d)), or
+'none' for the configs' original CLIP weights. Benchmarks whose data root is missing are reported as such (see docs/evaluation.md to prepare them).
 The paper's 8-benchmark averages (ViT-B/16): 41.9 (CVPR DeCLIP), 44.1 (journal DeCLIP).
 """
 import sys as _sys

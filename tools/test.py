@@ -2,9 +2,10 @@
 
 CHECKPOINT may be a whole-model mmengine checkpoint, a DeCLIPViT backbone checkpoint (e.g. the
 declip_backbone_final.pth a distillation exports: it becomes model.backbone.pretrained, so the mode and
-attention scale it was trained with are restored), or a CLIP weights file such as the authors' released
-DeCLIP ``.pt`` (loaded into the DeCLIPViT backbone with a strict key check). Any other file is refused with
-an error that names it (declip_mm.engine.runner_setup.attach_checkpoint).
+attention scale it was trained with are used unless the config sets them, as the segmentation configs do),
+or a CLIP weights file such as the authors' released DeCLIP ``.pt`` (loaded into the DeCLIPViT backbone with
+a strict key check). Any other file is refused with an error that names it
+(declip_mm.engine.runner_setup.attach_checkpoint).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--cfg-options k=v ...]
     bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [...]
@@ -20,7 +21,7 @@ import declip_mm  # noqa: F401  (registers declip_mm modules; torch>=2.6 checkpo
 from declip_mm.engine.runner_setup import add_common_args, attach_checkpoint, build_runner, load_config
 
 
-HOW = {'backbone': 'a DeCLIPViT checkpoint (stored mode and attention scale)',
+HOW = {'backbone': "a DeCLIPViT checkpoint (its stored mode and scale, unless the config sets them)",
        'load_from': 'a whole-model checkpoint (load_from)',
        'backbone-weights': "CLIP weights for the DeCLIPViT backbone (strict key check; mode and scale from the config)"}
 
@@ -43,8 +44,11 @@ def main():
     if args.checkpoint is not None:
         if not osp.isfile(args.checkpoint):
             raise SystemExit(f'checkpoint file not found: {args.checkpoint}')
-        how = attach_checkpoint(cfg, args.checkpoint)
-        print(f'{args.checkpoint}: loaded as {HOW[how]}', flush=True)
+        try:
+            how = attach_checkpoint(cfg, args.checkpoint)
+        except (ValueError, KeyError, FileNotFoundError) as err:
+            raise SystemExit(f'tools/test.py: {err}') from err
+        print(f'{args.checkpoint}: used as {HOW[how]}', flush=True)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise SystemExit(f'--out must end with .pkl or .pickle, got {args.out}')

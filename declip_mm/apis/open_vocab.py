@@ -12,39 +12,40 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..models.distillers.declip_distiller import CLIP_MEAN, CLIP_STD
+
+# the benchmark configs' (and the authors' SegDataPreProcessor's) CLIP mean / std, 0-255 scale
+SEG_MEAN = (122.771, 116.746, 104.094)
+SEG_STD = (68.501, 66.632, 70.323)
 
 
 def build_segmentor(backbone: dict, text_encoder: dict, class_names, **kwargs):
-    """A TrainingFreeSegmentor in eval mode (see its docstring for the keyword arguments)."""
+    """A TrainingFreeSegmentor in eval mode (see its docstring for the keyword arguments); the data preprocessor
+    is the benchmark configs' (the reference's CLIP mean/std, RGB input)."""
     from mmengine.registry import init_default_scope
 
     from ..registry import MODELS
     init_default_scope('declip_mm')
-    kwargs.setdefault('data_preprocessor', dict(type='mmseg.SegDataPreProcessor', mean=list(CLIP_MEAN),
-                                                std=list(CLIP_STD), bgr_to_rgb=False))
+    kwargs.setdefault('data_preprocessor', dict(type='mmseg.SegDataPreProcessor', mean=list(SEG_MEAN), std=list(SEG_STD),
+                                                bgr_to_rgb=False))
     return MODELS.build(dict(type='TrainingFreeSegmentor', backbone=backbone, text_encoder=text_encoder,
                              class_names=class_names, **kwargs)).eval()
 
 
 @torch.no_grad()
 def segment_image(segmentor, image: np.ndarray, short_side: int = 448) -> Tuple[np.ndarray, torch.Tensor]:
-    """RGB uint8 (H, W, 3) -> (labels (H, W) int64, class probabilities (K, H, W)); the image is resized to
-    ``short_side`` as the benchmark configs' ``Resize(scale=(4096, short_side), keep_ratio=True)`` does, segmented
-    (slide or whole, per the segmentor's test_cfg; the protocol of ``TrainingFreeSegmentor``) and the result
-    resized back to (H, W)."""
+    """RGB uint8 (H, W, 3) -> (labels (H, W) int64, class probabilities (K, H, W)), exactly as the benchmark
+    configs run an image: ``Resize(scale=(4096, short_side), keep_ratio=True)``, the segmentor's data
+    preprocessor, ``predict`` (slide or whole, per its test_cfg; the protocol of ``TrainingFreeSegmentor``), the
+    result at (H, W)."""
     import mmcv
     from mmseg.structures import SegDataSample
     h, w = image.shape[:2]
     resized = mmcv.imrescale(image, (4096, short_side), interpolation='bilinear', backend='cv2')
-    size = resized.shape[:2]
-    x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)[None].float()
-    device = next(segmentor.parameters()).device
-    x = ((x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)).to(device)
-    sample = SegDataSample(metainfo=dict(ori_shape=(h, w), img_shape=size, pad_shape=size,
-                                         padding_size=[0, 0, 0, 0]))
-    out = segmentor.predict(x, [sample])[0]
-    return out.pred_sem_seg.data[0].cpu().numpy(), out.seg_logits.data.cpu()   # seg_logits: class probabilities
+    sample = SegDataSample(metainfo=dict(ori_shape=(h, w), img_shape=resized.shape[:2]))
+    data = segmentor.data_preprocessor(dict(inputs=[torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))],
+                                            data_samples=[sample]), False)
+    out = segmentor.predict(data['inputs'], data['data_samples'])[0]
+    return out.pred_sem_seg.data[0].cpu().numpy(), out.seg_logits.data.cpu()
 
 
 def mean_iou(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], num_classes: int,

@@ -87,3 +87,27 @@ def build_ov_coco(instances: Dict, split: str) -> Dict:
     out = {k: v for k, v in instances.items() if k not in ('images', 'annotations', 'categories')}
     out.update(images=images, annotations=annotations, categories=categories)
     return out
+
+
+def build_ov_lvis(train: Dict) -> Dict:
+    """OV-LVIS training annotations from ``lvis_v1_train.json`` (DOWNSTREAM.md 3.2; CLIPSelf's
+    ``lvis_v1_train_seen_1203_cat.json`` / Detic's ``lvis_v1_train_norare.json``): every annotation of a rare
+    ('r') category removed, all 1203 categories kept, each with ``image_count`` / ``instance_count`` recounted on
+    what is left (0 exactly for the rare ones: F-ViT's class weights). Images are all kept (mmdet drops the ones
+    left without annotations with ``filter_empty_gt``)."""
+    for key in ('images', 'annotations', 'categories'):
+        if key not in train:
+            raise KeyError(f"the LVIS json has no '{key}'")
+    rare = {c['id'] for c in train['categories'] if c.get('frequency') == 'r'}
+    if not rare:
+        raise ValueError("the LVIS json marks no category as rare (frequency 'r'): expected lvis_v1_train.json")
+    annotations = [a for a in train['annotations'] if a['category_id'] not in rare]
+    images_of, instances_of = {}, {}
+    for a in annotations:
+        images_of.setdefault(a['category_id'], set()).add(a['image_id'])
+        instances_of[a['category_id']] = instances_of.get(a['category_id'], 0) + 1
+    categories = [dict(c, image_count=len(images_of.get(c['id'], ())), instance_count=instances_of.get(c['id'], 0))
+                  for c in sorted(train['categories'], key=lambda c: c['id'])]
+    out = {k: v for k, v in train.items() if k not in ('annotations', 'categories')}
+    out.update(annotations=annotations, categories=categories)
+    return out

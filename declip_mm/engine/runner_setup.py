@@ -62,9 +62,11 @@ def attach_checkpoint(cfg: Config, checkpoint: str) -> str:
 
     * a DeCLIPViT backbone checkpoint (``meta.declip``, e.g. ``declip_backbone_final.pth``) becomes the
       DeCLIPViT's ``pretrained``: its stored mode and attention scale are restored -> ``'backbone'``;
-    * a whole-model checkpoint (saved by an mmengine Runner, with ``meta`` and ``state_dict``, or with keys under
-      the config's sub-modules: ``backbone.``, ``student.``, ``neck.``...) is loaded into the model
-      (``load_from``, whose key mismatches mmengine logs) -> ``'load_from'``;
+    * a whole-model checkpoint with keys under the config's sub-modules (``backbone.``, ``neck.``...; with a
+      backbone in the config, its ``backbone.`` keys must be there), or saved by an mmengine Runner for a model
+      whose config names no sub-modules, is loaded into the model (``load_from``) -> ``'load_from'``; a
+      distillation checkpoint (``student.``) given to a model with a backbone is refused, pointing to the
+      exported backbone;
     * a CLIP weights file (open_clip or the authors' EVA-CLIP/DeCLIP format, keys ``visual.*``, e.g. the
       authors' released ``.pt``) becomes the DeCLIPViT's ``pretrained`` with ``strict=True``: a key mismatch
       raises a ``KeyError`` listing the keys -> ``'backbone-weights'``;
@@ -97,7 +99,14 @@ def attach_checkpoint(cfg: Config, checkpoint: str) -> str:
         raise ValueError(f'{checkpoint} holds no state dict ({err})') from err
     submodules = {name for name, value in cfg.model.items() if isinstance(value, dict) and 'type' in value}
     saved_by_runner = isinstance(contents, dict) and {'meta', 'state_dict'} <= set(contents)
-    if keys and (saved_by_runner or any(key.split('.', 1)[0] in submodules for key in keys)):
+    prefixes = {key.split('.', 1)[0] for key in keys}
+    if is_declip and 'backbone' in cfg.model and 'backbone' not in prefixes and 'student' in prefixes:
+        raise ValueError(f'{checkpoint} is a distillation checkpoint (student.* keys): evaluate the exported '
+                         'declip_backbone_final.pth (or declip_backbone_epoch_E.pth) of that run instead')
+    if keys and (prefixes & submodules or (saved_by_runner and not submodules)):
+        if 'backbone' in submodules and 'backbone' not in prefixes:
+            raise ValueError(f'{checkpoint} has no backbone.* keys, so this model\'s backbone would keep its '
+                             f'initial weights; its top-level keys: {sorted(prefixes)[:8]}')
         cfg.load_from = checkpoint
         return 'load_from'
     if is_declip and any(key.startswith('visual.') for key in keys):

@@ -73,7 +73,7 @@ if [ ! -f "$STAMP" ]; then
     mkdir -p "$WHEELS"
 
     if ! ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl >/dev/null 2>&1; then
-        step="building mmcv $MMCV_VERSION with $flavour ops (about 10 minutes on 2 cores, once per torch build)"
+        step="building mmcv $MMCV_VERSION with $flavour ops (about 16 minutes on 2 cores, once per torch build)"
         say "$step"
         build="$(mktemp -d)"
         run_logged "${PIP[@]}" download --no-deps --no-binary :all: --no-build-isolation -d "$build" "mmcv==$MMCV_VERSION"

@@ -1,11 +1,11 @@
 # Training-free open-vocabulary segmentation with a DeCLIP EVA02-B/16 (METHOD.md section 5), the protocol of the
 # authors' DeCLIPSegmentation (DeCLIP zero-shot branch @3b65d49; docs/evaluation.md has the table). The DeCLIP
-# weights are given on the command line: tools/test.py CONFIG declip_backbone.pth (our checkpoints restore their
-# mode; the authors' released .pt runs in 'csa', as all their configs do). Attention scale: 1/sqrt(d), as the
-# authors' segmentation code multiplies q q^T and k k^T by it, whatever scale the checkpoint was distilled with
-# (a checkpoint storing another scale is overridden, with a warning). Without a checkpoint the backbone is the
-# original EVA02-CLIP ('csa' = an SCLIP-style baseline; model.backbone.mode='vanilla' / 'maskclip' for the
-# CLIP / MaskCLIP baselines).
+# weights are given on the command line: tools/test.py CONFIG declip_backbone.pth (or the authors' .pt). Dense
+# features: the decoupled block in 'csa' mode (model.mode), as every one of the authors' configs, whatever mode the
+# checkpoint was distilled in; attention scale 1/sqrt(d), as their segmentation code multiplies q q^T and k k^T by
+# it, whatever scale the checkpoint was distilled with (a stored scale is overridden, with a warning). Without a
+# checkpoint the backbone is the original EVA02-CLIP ('csa' = an SCLIP-style baseline; model.mode='vanilla' /
+# 'maskclip' for the CLIP / MaskCLIP baselines).
 model = dict(
     type='TrainingFreeSegmentor',
     data_preprocessor=dict(type='SegDataPreProcessor', mean=[122.771, 116.746, 104.094],
@@ -15,6 +15,7 @@ model = dict(
     text_encoder=dict(type='OpenCLIPTextEncoder', model_name='EVA02-B-16', pretrained='merged2b_s8b_b131k',
                       templates='imagenet80', synonym_reduce='max'),
     class_names='voc21',
+    mode='csa',
     logit_scale=40.0,
     bg_thresh=0.0,
     test_cfg=dict(mode='slide', crop_size=(336, 336), stride=(112, 112)))

@@ -23,8 +23,8 @@ def masks_to_grid(masks: torch.Tensor, grid) -> torch.Tensor:
     covers the longest image side (ResizeLongest + pad right/bottom, then > 0)."""
     n, H, W = masks.shape
     gh, gw = grid
-    g = max(gh, gw)
-    new_h, new_w = round(H * g / max(H, W)), round(W * g / max(H, W))
+    scale = max(gh, gw) / max(H, W)
+    new_h, new_w = round(H * scale), round(W * scale)
     small = masks.float()[:, None]
     if (new_h, new_w) != (H, W):
         small = F.interpolate(small, size=(new_h, new_w), mode='bicubic', align_corners=False)

@@ -21,7 +21,7 @@ from mmengine.model import BaseDataPreprocessor, BaseModel
 from ...registry import MODELS
 from ..losses import complete_with_diffusion, cosine_matrix, student_affinity
 from ..teachers.vfm import IMAGENET_MEAN, IMAGENET_STD
-from .teacher_cache import TeacherCache, weights_digest
+from .teacher_cache import TeacherCache, state_digest, weights_digest
 
 CLIP_MEAN = (122.770938, 116.7460125, 104.09373615)   # open_clip OPENAI_DATASET_MEAN * 255
 CLIP_STD = (68.5005327, 66.6321579, 70.32316305)
@@ -111,8 +111,10 @@ class DeCLIPDistiller(BaseModel):
         pre = self.data_preprocessor
         vfm_norm = [pre.vfm_mean.flatten().tolist(), pre.vfm_std.flatten().tolist()] \
             if hasattr(pre, 'vfm_mean') else type(pre).__name__
+        checkpoint = vfm_teacher.get('checkpoint')
+        weights = weights_digest(checkpoint) if checkpoint else state_digest(self.teachers['vfm'])
         caches = dict(vfm=TeacherCache(root, dict(teacher='vfm', cfg=vfm_teacher, normalisation=vfm_norm,
-                                                  weights=weights_digest(vfm_teacher.get('checkpoint')))))
+                                                  weights=weights)))
         if diffusion_teacher:
             caches['sd'] = TeacherCache(root, dict(teacher='sd', cfg=diffusion_teacher, normalisation='[-1, 1]',
                                                    weights=weights_digest(diffusion_teacher['folder'])))

@@ -18,6 +18,16 @@ from typing import Callable, List, Sequence
 import torch
 
 
+def state_digest(module: torch.nn.Module) -> str:
+    """sha256 of a module's state dict (names and values): the identity of a teacher without a weights file
+    (random weights, e.g. in tests), so two differently initialised teachers never share cached targets."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return 'state:' + digest.hexdigest()
+
+
 def weights_digest(path) -> str:
     """sha256 of the bytes of a weights file, or of every file under a folder (relative names and bytes, in
     sorted order); 'random' for None. Reads the weights once (seconds for GBs), at cache construction."""

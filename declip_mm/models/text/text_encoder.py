@@ -1,9 +1,10 @@
 """Class-name text embeddings from an open_clip text tower: prompt templates, synonyms, batching, disk cache.
 
 A class name may list synonyms separated by ``;`` (``'sofa; couch'``). Each synonym is embedded as the
-re-normalised mean of its L2-normalised prompt embeddings (80 ImageNet templates by default). Synonyms are
-reduced per class by ``'max'`` (the class score is the best synonym's cosine, as in DeCLIP's training-free
-segmentation) or ``'mean'`` (one averaged, re-normalised embedding per class).
+re-normalised mean of its L2-normalised prompt embeddings (80 ImageNet templates by default). With
+``synonym_reduce='max'`` every synonym stays its own query (the training-free segmentor takes, per class, the
+highest probability of its queries after a softmax over all of them; ``ClassEmbeddings.logits`` the highest
+cosine); ``'mean'`` gives one averaged, re-normalised embedding per class.
 
 Embeddings are cached on disk per (model, weights, templates) in ``$DECLIP_CACHE/text_embeddings``;
 names already in the cache are never re-encoded.

@@ -349,3 +349,96 @@ default_hooks = dict(logger=dict(interval=1))
     with torch.no_grad():
         out = model.test_step(batch)
     assert len(out) == 2 and out[0].pred_instances.bboxes.shape[-1] == 4
+
+
+@pytest.mark.slow
+def test_lvis_recipe_trains_and_predicts_masks(sample_root, embeddings, tmp_path):
+    """The OV-LVIS B/16 config's model (norm RPN, class-agnostic mask head, json class weights) with tiny towers, on the
+    sample COCO photos with their masks."""
+    path, names = embeddings
+    info = [dict(id=i + 1, name=n, image_count=0 if n in NOVEL else 3) for i, n in enumerate(names)]
+    (tmp_path / 'info.json').write_text(json.dumps(info))
+    cfg = tiny_fvit_cfg(sample_root, embeddings, tmp_path / 'run')
+    lvis = Config.fromfile(str(REPO / 'configs/detection/fvit_declip-eva02-b16_ov-lvis-1024_48e.py'))
+    assert lvis.model.rpn_head.type == 'NormRPNHead' and lvis.model.roi_head.mask_head.class_agnostic
+    cfg.model.rpn_head.update(type='NormRPNHead', norm_cfg=BN)
+    cfg.model.roi_head.update(mask_roi_extractor=dict(lvis.model.roi_head.mask_roi_extractor, out_channels=32),
+                              mask_head=dict(lvis.model.roi_head.mask_head, in_channels=32, conv_out_channels=32,
+                                             num_classes=len(names), norm_cfg=BN))
+    cfg.model.roi_head.bbox_head.loss_cls = dict(type='OVCrossEntropyLoss', class_weight=str(tmp_path / 'info.json'),
+                                                 bg_weight=0.9)
+    cfg.model.train_cfg.rcnn.update(assigner=dict(cfg.model.train_cfg.rcnn.assigner, match_low_quality=True),
+                                    mask_size=28)
+    cfg.model.test_cfg.rcnn = lvis.model.test_cfg.rcnn
+    cfg.model.data_preprocessor.pad_mask = True
+    cfg.train_dataloader.dataset.pipeline[1] = dict(type='LoadAnnotations', with_bbox=True, with_mask=True)
+    cfg.val_dataloader.dataset.pipeline[2] = dict(type='LoadAnnotations', with_bbox=True, with_mask=True)
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.train_cfg.update(max_epochs=1, val_interval=100)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    model = runner.model.eval()
+    with torch.no_grad():
+        out = model.test_step(next(iter(runner.test_dataloader)))
+    pred = out[0].pred_instances
+    assert pred.masks.shape[1:] == out[0].ori_shape and len(pred) <= 300 and (pred.scores >= 1e-4).all()
+
+
+def test_lvis_metric_reports_rare_ap(tmp_path):
+    """LVISMetric (the lvis package of the locked stack, through OVLVISMetric) on a hand-made case: the rare
+    class found, the frequent class missed."""
+    from declip_mm.evaluation import OVLVISMetric
+    gt = dict(images=[dict(id=1, width=200, height=200, neg_category_ids=[], not_exhaustive_category_ids=[],
+                           coco_url='a.jpg')],
+              categories=[dict(id=1, name='aerosol_can', frequency='r', synonyms=[], image_count=1, instance_count=1),
+                          dict(id=2, name='apple', frequency='f', synonyms=[], image_count=1, instance_count=1)],
+              annotations=[dict(id=1, image_id=1, category_id=1, bbox=[10, 10, 50, 50], area=2500,
+                                segmentation=[[10, 10, 60, 10, 60, 60, 10, 60]]),
+                           dict(id=2, image_id=1, category_id=2, bbox=[100, 100, 50, 50], area=2500,
+                                segmentation=[[100, 100, 150, 100, 150, 150, 100, 150]])])
+    (tmp_path / 'lvis.json').write_text(json.dumps(gt))
+    metric = OVLVISMetric(ann_file=str(tmp_path / 'lvis.json'), metric='bbox')
+    metric.dataset_meta = dict(classes=('aerosol_can', 'apple'))
+    pred = dict(bboxes=torch.tensor([[10., 10, 60, 60], [0., 150, 20, 170]]), scores=torch.tensor([0.9, 0.8]),
+                labels=torch.tensor([0, 1]))
+    metric.process({}, [dict(img_id=1, ori_shape=(200, 200), pred_instances=pred)])
+    result = metric.compute_metrics(metric.results)
+    assert result['bbox_APr'] == pytest.approx(1.0) and result['bbox_APf'] == pytest.approx(0.0)
+    assert 'float' not in np.__dict__ or np.float is float                 # the alias is not left behind
+
+
+def test_ov_lvis_training_file_and_class_weights(tmp_path):
+    """Rare annotations removed, 1203-style category list kept, image counts recounted: the json the loss reads."""
+    from declip_mm.datasets.ov_detection import build_ov_lvis
+    from declip_mm.models.losses import OVCrossEntropyLoss
+    from tools.dataset_converters.ov_lvis import convert
+    cats = [dict(id=1, name='a', frequency='f'), dict(id=2, name='b', frequency='r'), dict(id=3, name='c', frequency='c')]
+    anns = [dict(id=i + 1, image_id=img, category_id=cat) for i, (img, cat) in enumerate(
+        [(1, 1), (1, 2), (2, 2), (2, 3), (3, 1), (3, 1)])]
+    train = dict(images=[dict(id=i) for i in (1, 2, 3)], annotations=anns, categories=cats)
+    out = build_ov_lvis(train)
+    assert [a['category_id'] for a in out['annotations']] == [1, 3, 1, 1] and len(out['images']) == 3
+    assert [(c['id'], c['image_count'], c['instance_count']) for c in out['categories']] == [(1, 2, 3), (2, 0, 0), (3, 1, 1)]
+    (tmp_path / 'annotations').mkdir()
+    (tmp_path / 'annotations' / 'lvis_v1_train.json').write_text(json.dumps(train))
+    assert convert(str(tmp_path)) == dict(annotations=4, categories=3, novel=1)
+    loss = OVCrossEntropyLoss(class_weight=str(tmp_path / 'annotations/lvis_v1_train_cat_norare_info.json'), bg_weight=0.9)
+    assert loss.class_weight == [1.0, 0.0, 1.0, 0.9]
+    with pytest.raises(ValueError, match='marks no category as rare'):
+        build_ov_lvis(dict(train, categories=[dict(c, frequency='f') for c in cats]))
+
+
+def test_lvis_configs_follow_clipself():
+    root = REPO / 'configs/detection'
+    b16 = Config.fromfile(str(root / 'fvit_declip-eva02-b16_ov-lvis-1024_48e.py'))
+    head = b16.model.roi_head.bbox_head
+    assert (head.num_classes, head.vlm_temperature, head.alpha, head.beta, head.loss_cls.bg_weight) == \
+        (1203, 50.0, 0.1, 0.6, 0.9)
+    assert head.cls_predictor_cfg.class_names == 'lvis_v1'
+    rcnn = b16.model.test_cfg.rcnn
+    assert (rcnn.score_thr, rcnn.nms.iou_threshold, rcnn.max_per_img, rcnn.mask_thr_binary) == (1e-4, 0.5, 300, 0.5)
+    assert b16.train_cfg.max_epochs == 48 and b16.param_scheduler[1].milestones == [32, 44]
+    assert b16.val_evaluator.type == 'OVLVISMetric' and b16.val_dataloader.dataset.pipeline[1].scale == (1024, 1024)
+    l14 = Config.fromfile(str(root / 'fvit_declip-eva02-l14-336_ov-lvis-896_48e.py'))
+    assert l14.model.roi_head.bbox_head.beta == 0.4 and l14.model.roi_head.mask_roi_extractor.featmap_strides == \
+        [3.5, 7, 14, 28]

@@ -1,7 +1,7 @@
 """Write the class-embedding file of an open-vocabulary head (F-ViT) from any open_clip model.
 
     python tools/dump_class_embeddings.py OUT.pt --model-name EVA02-B-16 --pretrained merged2b_s8b_b131k \
-        --classes ov_coco_65            # or lvis_v1, a file (one class per line), or a dataset json
+        --classes ov_coco_65            # or coco_80, lvis_v1, a file (one class per line), or a dataset json
     python tools/dump_class_embeddings.py OUT.pt ... --classes data/coco/zero-shot/instances_val2017_all_2.json
 
 Names in dataset label order (a COCO/LVIS json: its categories sorted by id), then 'background'; each name
@@ -44,7 +44,7 @@ def main(argv=None):
     parser.add_argument('--model-name', required=True, help='open_clip model, e.g. EVA02-B-16')
     parser.add_argument('--pretrained', default=None, help='the ORIGINAL CLIP weights (tag or file)')
     parser.add_argument('--classes', required=True,
-                        help="'ov_coco_65', 'coco_80', a COCO/LVIS json, or a text file with one class per line")
+                        help="'ov_coco_65', 'coco_80', 'lvis_v1', a COCO/LVIS json, or a text file with one class per line")
     args = parser.parse_args(argv)
     names = dump(args.out, args.model_name, args.pretrained, args.classes)
     print(json.dumps(dict(out=args.out, classes=len(names), first=names[:3], background_last=True)))

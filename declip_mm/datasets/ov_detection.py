@@ -32,6 +32,12 @@ def ov_coco_65() -> tuple:
     return tuple(c for c in coco_80() if c in keep)
 
 
+def lvis_v1() -> tuple:
+    """The 1203 LVIS v1 category names in id order (mmdet's ``LVISV1Dataset`` classes)."""
+    from mmdet.datasets import LVISV1Dataset
+    return tuple(LVISV1Dataset.METAINFO['classes'])
+
+
 def ov_coco_class_weight(bg_weight: float = 0.6) -> List[float]:
     """The F-ViT OV-COCO classification weights: 1 for base, 0 for novel (65, id order), then background."""
     return [0.0 if c in COCO_NOVEL_17 else 1.0 for c in ov_coco_65()] + [bg_weight]
@@ -45,11 +51,11 @@ def ov_coco_metainfo() -> dict:
 
 
 def class_names_from(spec: Union[str, Sequence[str]]) -> List[str]:
-    """Class names in label order: 'ov_coco_65' / 'coco_80', a COCO-format json (categories sorted by id), a text
-    file (one name per line), or a list."""
+    """Class names in label order: 'ov_coco_65' / 'coco_80' / 'lvis_v1', a COCO/LVIS-format json (categories
+    sorted by id), a text file (one name per line), or a list."""
     if not isinstance(spec, str):
         return list(spec)
-    named = dict(ov_coco_65=ov_coco_65, coco_80=coco_80)
+    named = dict(ov_coco_65=ov_coco_65, coco_80=coco_80, lvis_v1=lvis_v1)
     if spec in named:
         return list(named[spec]())
     path = Path(spec)

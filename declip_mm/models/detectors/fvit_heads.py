@@ -25,6 +25,7 @@ from mmdet.structures.bbox import get_box_tensor, scale_boxes
 from mmengine.structures import InstanceData
 from torch import nn
 
+from ...datasets.ov_detection import class_names_from
 from ...registry import MODELS
 from ..losses.ov_cross_entropy import ZERO_WEIGHT
 from ..text.embedding_file import load_class_embeddings
@@ -47,14 +48,15 @@ class TextEmbeddingClassifier(nn.Module):
 
     Args:
         embeddings: the class-embedding file (``tools/dump_class_embeddings.py`` or CLIPSelf's dict format).
-        class_names: the dataset's classes in label order; the file must hold each of them and 'background'.
+        class_names: the dataset's classes in label order (a list, 'ov_coco_65', 'lvis_v1' or a dataset json); the
+            file must hold each of them and 'background'.
         temperature: initial T (50); ``learn_temperature`` makes it a parameter (CLIPSelf's default).
     """
 
     def __init__(self, in_features: int, out_features: int, embeddings: str, class_names: Sequence[str],
                  temperature: float = 50.0, learn_temperature: bool = True):
         super().__init__()
-        text = load_class_embeddings(embeddings, class_names)                 # (K + 1, D), normalised
+        text = load_class_embeddings(embeddings, class_names_from(class_names))   # (K + 1, D), normalised
         if text.shape[0] != out_features:
             raise ValueError(f'{embeddings}: {text.shape[0]} class embeddings for a head with {out_features} '
                              'outputs (K classes + background)')

@@ -117,7 +117,7 @@ def test_fvit_trains_keeps_the_backbone_frozen_and_predicts(sample_root, embeddi
         out = model.test_step(next(iter(runner.test_dataloader)))
     pred = out[0].pred_instances
     assert pred.bboxes.shape[-1] == 4 and len(pred) <= 100
-    assert (pred.scores >= 0.01).all() and (pred.labels < len(embeddings[1])).all()
+    assert (pred.scores >= 0.01).all() and (pred.scores <= 1).all() and (pred.labels < len(embeddings[1])).all()
 
 
 def test_fusion_and_logits_equal_clipself(sample_root, embeddings, tmp_path):
@@ -205,12 +205,36 @@ def test_class_embedding_files_are_checked_against_the_dataset(embeddings, tmp_p
         load_class_embeddings(str(tmp_path / 'clipself.pt'), names + ['zebra'])
 
 
-def test_dimension_mismatch_fails_clearly(sample_root, embeddings, tmp_path):
+def test_mismatches_fail_clearly(sample_root, embeddings, tmp_path):
     init_default_scope('mmdet')
     from mmdet.registry import MODELS
     cfg = tiny_fvit_cfg(sample_root, embeddings, tmp_path, fc_out_channels=48)
     with pytest.raises(ValueError, match='dimension 32, but the class branch .* 48-d; set fc_out_channels'):
         MODELS.build(cfg.model)
+    cfg = tiny_fvit_cfg(sample_root, embeddings, tmp_path)
+    cfg.model.roi_head.vlm_roi_extractor.featmap_strides = [14]
+    with pytest.raises(ValueError, match=r'featmap_strides=\[14\], but the CLIP map of DeCLIP-Tiny-EVA02-16 has stride 16'):
+        MODELS.build(cfg.model)
+    cfg = tiny_fvit_cfg(sample_root, embeddings, tmp_path)
+    model = MODELS.build(cfg.model).eval()
+    from mmengine.structures import InstanceData
+    proposals = [InstanceData(bboxes=torch.tensor([[0.0, 0, 8, 8]]))]
+    with pytest.raises(ValueError, match='predicts with the CLIP map'):   # a RoI head fed without the map
+        model.roi_head.predict_bbox(tuple(torch.zeros(1, 32, 32 // s, 32 // s) for s in (4, 8, 16, 32)),
+                                    [dict(img_shape=(32, 32))], proposals, model.test_cfg.rcnn)
+    # a json whose categories are not in the order of classes: labels would pair with the wrong embeddings
+    data = json.loads((sample_root / 'coco/annotations/instances_sample.json').read_text())
+    data['categories'] = data['categories'][::-1]
+    (tmp_path / 'reversed.json').write_text(json.dumps(data))
+    from mmdet.registry import DATASETS
+    with pytest.raises(ValueError, match="label 0 would be the category 'quokka' but classes\\[0\\] is 'aeroplane'"):
+        DATASETS.build(dict(cfg.val_dataloader.dataset, ann_file=str(tmp_path / 'reversed.json')))
+
+
+def test_dump_tool_needs_the_original_weights(tmp_path):
+    from tools.dump_class_embeddings import main
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / 'x.pt'), '--model-name', TINY, '--classes', 'coco_80'])
 
 
 def test_last_tap_mode_changes_only_the_fourth_tap():

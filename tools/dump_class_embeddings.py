@@ -42,10 +42,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('out')
     parser.add_argument('--model-name', required=True, help='open_clip model, e.g. EVA02-B-16')
-    parser.add_argument('--pretrained', default=None, help='the ORIGINAL CLIP weights (tag or file)')
+    parser.add_argument('--pretrained', default=None, help='the ORIGINAL CLIP weights (tag or file); required '
+                        'unless --random')
+    parser.add_argument('--random', action='store_true', help='a randomly initialised text tower (tests only)')
     parser.add_argument('--classes', required=True,
                         help="'ov_coco_65', 'coco_80', 'lvis_v1', a COCO/LVIS json, or a text file with one class per line")
     args = parser.parse_args(argv)
+    if (args.pretrained is None) != args.random:
+        parser.error('give the original CLIP weights with --pretrained (or --random for a random text tower)')
     names = dump(args.out, args.model_name, args.pretrained, args.classes)
     print(json.dumps(dict(out=args.out, classes=len(names), first=names[:3], background_last=True)))
 

@@ -108,6 +108,8 @@ def attach_checkpoint(cfg: Config, checkpoint: str) -> str:
             raise ValueError(f'{checkpoint} has no backbone.* keys, so this model\'s backbone would keep its '
                              f'initial weights; its top-level keys: {sorted(prefixes)[:8]}')
         cfg.load_from = checkpoint
+        if is_declip and 'backbone' in prefixes:
+            backbone.pretrained = None              # the checkpoint holds the backbone; no weights file needed
         return 'load_from'
     if is_declip and any(key.startswith('visual.') for key in keys):
         backbone.pretrained = checkpoint

@@ -4,7 +4,7 @@
 # tools/dataset_converters/ov_coco.py from COCO's instances_{train,val}2017.json (docs/detection.md).
 # Images: longest side 640 at test (Resize keep_ratio, padded to 640 x 640 by the data preprocessor after normalisation);
 # training: random resize 0.1-2.0 of 640, random 640 crop, flip.
-dataset_type = 'CocoDataset'
+dataset_type = 'OVCocoDataset'    # mmdet's CocoDataset, checking that label i is classes[i]
 data_root = 'data/coco/'
 image_size = 640
 classes = (

@@ -16,7 +16,22 @@ from .fvit_heads import FeatureMaps
 
 @MODELS.register_module()
 class FViT(TwoStageDetector):
-    """``TwoStageDetector`` whose test pass hands the backbone's dense CLIP map (its last output) to the RoI head."""
+    """``TwoStageDetector`` whose test pass hands the backbone's dense CLIP map (its last output) to the RoI head.
+    Construction checks that the CLIP map fits the head: the class embeddings' dimension is the backbone's joint
+    space, and ``vlm_roi_extractor`` pools at the backbone's patch stride."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        backbone, head = self.backbone, self.roi_head
+        embed_dim, patch = getattr(backbone, 'embed_dim', None), getattr(backbone, 'patch_size', None)
+        if embed_dim is None or patch is None:
+            raise ValueError(f'FViT needs a CLIP backbone that returns its dense map last (DeCLIPViT), '
+                             f'got {type(backbone).__name__}')
+        head.bbox_head.fc_cls.check_dim(embed_dim, f"the backbone's CLIP map ({backbone.model_name}) is")
+        strides = list(head.vlm_roi_extractor.featmap_strides)
+        if strides != [patch]:
+            raise ValueError(f'vlm_roi_extractor.featmap_strides={strides}, but the CLIP map of '
+                             f'{backbone.model_name} has stride {patch}')
 
     def predict(self, batch_inputs, batch_data_samples, rescale: bool = True):
         if not self.with_bbox:

@@ -56,7 +56,8 @@ class TextEmbeddingClassifier(nn.Module):
     def __init__(self, in_features: int, out_features: int, embeddings: str, class_names: Sequence[str],
                  temperature: float = 50.0, learn_temperature: bool = True):
         super().__init__()
-        text = load_class_embeddings(embeddings, class_names_from(class_names))   # (K + 1, D), normalised
+        self.class_names = class_names_from(class_names)
+        text = load_class_embeddings(embeddings, self.class_names)             # (K + 1, D), normalised
         if text.shape[0] != out_features:
             raise ValueError(f'{embeddings}: {text.shape[0]} class embeddings for a head with {out_features} '
                              'outputs (K classes + background)')
@@ -109,6 +110,8 @@ class FViTBBoxHead(ConvFCBBoxHead):
         if weights is None or len(weights) != self.num_classes + 1:
             raise ValueError('FViTBBoxHead needs a loss_cls with K + 1 class weights (OVCrossEntropyLoss): the '
                              'zero-weight classes are the novel ones')
+        if not self.reg_class_agnostic:
+            raise ValueError('FViTBBoxHead regresses class-agnostic boxes (reg_class_agnostic=True), as F-ViT')
         self.register_buffer('novel', torch.tensor(weights) < ZERO_WEIGHT, persistent=False)
         self.novel[-1] = False                                            # background fuses as a base class
         self.vlm_temperature, self.alpha, self.beta = vlm_temperature, alpha, beta
@@ -155,9 +158,9 @@ class FViTBBoxHead(ConvFCBBoxHead):
 
 @MODELS.register_module()
 class FViTRoIHead(StandardRoIHead):
-    """``StandardRoIHead`` that, at test time, also pools the backbone's dense CLIP map (``x.vlm``, see
-    :class:`FeatureMaps`) at the proposals with ``vlm_roi_extractor`` (RoIAlign 1x1 at the patch stride) and
-    hands it to the bbox head for the fusion. Training is the standard one (the CLIP map is not used)."""
+    """``StandardRoIHead`` that, when predicting, also pools the backbone's dense CLIP map (``x.vlm``, see
+    :class:`FeatureMaps`; required there) at the proposals with ``vlm_roi_extractor`` (RoIAlign 1x1 at the patch
+    stride) and hands it to the bbox head for the fusion. Training is the standard one (no CLIP map)."""
 
     def __init__(self, vlm_roi_extractor: dict, **kwargs):
         super().__init__(**kwargs)
@@ -168,8 +171,12 @@ class FViTRoIHead(StandardRoIHead):
         if self.with_shared_head:
             bbox_feats = self.shared_head(bbox_feats)
         vlm = getattr(x, 'vlm', None)
-        vlm_feats = None
-        if vlm is not None and not self.training:
-            vlm_feats = self.vlm_roi_extractor([vlm], rois).flatten(1)         # (N, D)
+        vlm_feats = None if vlm is None else self.vlm_roi_extractor([vlm], rois).flatten(1)       # (N, D)
         cls_score, bbox_pred = self.bbox_head(bbox_feats, vlm_feats)
         return dict(cls_score=cls_score, bbox_pred=bbox_pred, bbox_feats=bbox_feats)
+
+    def predict_bbox(self, x, *args, **kwargs):
+        if getattr(x, 'vlm', None) is None:
+            raise ValueError('FViTRoIHead predicts with the CLIP map of the backbone, which the FViT detector '
+                             'passes (FeatureMaps); without it the class scores would be raw logits')
+        return super().predict_bbox(x, *args, **kwargs)

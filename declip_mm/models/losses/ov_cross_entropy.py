@@ -59,8 +59,9 @@ class OVCrossEntropyLoss(CrossEntropyLoss):
         if cls_score.shape[-1] != len(self.class_weight):
             raise ValueError(f'{cls_score.shape[-1]} class scores but {len(self.class_weight)} class weights')
         masked = self.masked.to(cls_score.device)
-        if masked[label.clamp(0, len(masked) - 1)].any():
-            bad = sorted(set(label[masked[label.clamp(0, len(masked) - 1)]].tolist()))
+        target_masked = masked[label.clamp(0, len(masked) - 1)] & (label >= 0)       # ignore_index is negative
+        if target_masked.any():
+            bad = sorted(set(label[target_masked].tolist()))
             raise ValueError(f'training targets of classes {bad}, whose weight is 0 (novel): the loss would be '
                              'infinite. Train on base-only annotations (e.g. instances_train2017_seen_2_65_cat.json, '
                              'tools/dataset_converters/ov_coco.py; LVIS without rare annotations)')

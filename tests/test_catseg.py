@@ -59,3 +59,53 @@ def test_d2_miou_equals_detectron2():
     for key in ('mIoU', 'fwIoU', 'mACC', 'pACC'):
         assert got[key] == pytest.approx(want[key], abs=0.006), key
     assert got['mIoU'] > mmseg.compute_metrics(mmseg.results)['mIoU'] + 1     # the averaging differs
+
+
+def test_linear_attention_and_window_mask_equal_catseg():
+    from declip_mm.models.segmentors.catseg_aggregator import linear_attention, shifted_window_mask
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, n, 4, 32, generator=g) for n in (7, 256, 256))
+    torch.testing.assert_close(linear_attention(q, k, v), catseg_ref.reference_linear_attention(q, k, v),
+                               rtol=1e-5, atol=1e-6)
+    assert torch.equal(shifted_window_mask(24, 12, 6), catseg_ref.reference_swin_shift_mask(24, 24, 12, 6))
+
+
+def small_aggregator(**kwargs):
+    from declip_mm.models.segmentors.catseg_aggregator import CATSegAggregator
+    torch.manual_seed(0)
+    return CATSegAggregator(text_dim=32, appearance_dim=32, feature_size=8, window=4, **kwargs)
+
+
+def aggregator_inputs(b, t, g=None):
+    g = g or torch.Generator().manual_seed(1)
+    return (torch.randn(b, 32, 8, 8, generator=g), torch.randn(b, t, 1, 32, generator=g),
+            [torch.randn(b, 256, 16, 16, generator=g), torch.randn(b, 128, 32, 32, generator=g)])
+
+
+@pytest.mark.parametrize('pool', [(2, 2), (1, 1)])
+def test_aggregator_shapes_padding_and_batch_independence(pool):
+    """Fewer classes than pad slots (learned padding), per-image results independent of the batch (the mmseg
+    port's guidance mix-up would fail this), gradients reach every trained part."""
+    model = small_aggregator(pad_len=16)
+    dense, text, guidance = aggregator_inputs(2, 5)
+    logits = model(dense, text, guidance, pool)
+    assert logits.shape == (2, 5, 32, 32)
+    alone = model(dense[1:], text[1:], [x[1:] for x in guidance], pool)
+    torch.testing.assert_close(logits[1:], alone, rtol=1e-4, atol=1e-5)
+    logits.sum().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if 'pad_' not in n)
+
+
+def test_aggregator_keeps_the_most_relevant_classes_of_large_vocabularies():
+    model = small_aggregator(pad_len=8)
+    dense, text, guidance = aggregator_inputs(2, 20)
+    cost = torch.einsum('bchw,btpc->bpthw', torch.nn.functional.normalize(dense, dim=1),
+                        torch.nn.functional.normalize(text, dim=-1))
+    chosen = model.select_classes(cost)
+    want = catseg_ref.reference_topk_classes(cost, pad_len=8)
+    assert [set(a.tolist()) for a in chosen] == [set(a.tolist()) for a in want]
+    logits = model(dense, text, guidance, (1, 1))
+    assert logits.shape == (2, 20, 32, 32)
+    for i in range(2):
+        dropped = sorted(set(range(20)) - set(chosen[i].tolist()))
+        assert (logits[i, dropped] == -100).all() and (logits[i, chosen[i]] != -100).all()

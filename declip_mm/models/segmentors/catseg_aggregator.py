@@ -1,0 +1,223 @@
+"""CAT-Seg's cost aggregation (CVPR'24; cvlab-kaist/CAT-Seg @6d3a188 ``cat_seg/modeling/transformer/model.py``;
+DOWNSTREAM.md 2.4-2.9), the CVPR'24 design (not the 2023 one of mmseg's ``projects/CAT-Seg``).
+
+    cost  C = cos(dense CLIP features, class text embeddings)            (B, P, T, h, w)
+    embed Conv7x7(P -> 128) per class                                   (B, 128, T, h, w)
+    2 x [ spatial aggregation: 2 Swin blocks per class (window 12, shift 6, 4 heads, no relative position bias;
+                               q, k see [LN(x), appearance guidance], v sees LN(x) only)
+          class aggregation:   linear attention over the classes per location (padded to 256 learned slots;
+                               q, k see [LN(x), text guidance]; pooled 2x2 in training, 1x1 at test;
+                               output x + Up(x_pool + delta), i.e. 2x + delta at 1x1, kept as the reference) ]
+    decoder: ConvT + appearance guidance of CLIP block 3 -> DoubleConv; ConvT + guidance of block 7 -> DoubleConv;
+             Conv3x3 -> one logit per class                            (B, T, 4h, 4w)
+
+More than 256 classes: each image keeps its 256 most relevant classes (max cost), the others get logit -100.
+"""
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...registry import MODELS
+
+
+def linear_attention(q, k, v, eps: float = 1e-6):
+    """"Transformers are RNNs" attention, elu + 1 feature map: q (N, L, H, D), k (N, S, H, D), v (N, S, H, E)."""
+    q, k = F.elu(q) + 1, F.elu(k) + 1
+    length = v.shape[1]
+    kv = torch.einsum('nshd,nshe->nhde', k, v / length)
+    z = 1 / (torch.einsum('nlhd,nhd->nlh', q, k.sum(dim=1)) + eps)
+    return torch.einsum('nlhd,nhde,nlh->nlhe', q, kv, z) * length
+
+
+def shifted_window_mask(size: int, window: int, shift: int) -> torch.Tensor:
+    """(windows, window^2, window^2) mask: -100 between tokens of different regions after a cyclic shift."""
+    regions = torch.zeros(size, size)
+    bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    for i, (rows, cols) in enumerate((r, c) for r in bands for c in bands):
+        regions[rows, cols] = i
+    w = regions.view(size // window, window, size // window, window).permute(0, 2, 1, 3).reshape(-1, window ** 2)
+    return (w[:, None] != w[:, :, None]).float() * -100.0
+
+
+class GuidedAttention(nn.Module):
+    """q, k from [x, guidance], v from x, ``heads`` heads; softmax window attention (with output projection) or
+    linear attention (without, as the reference's class aggregation)."""
+
+    def __init__(self, dim: int, guidance_dim: int, heads: int, kind: str):
+        super().__init__()
+        self.heads, self.kind = heads, kind
+        self.q = nn.Linear(dim + guidance_dim, dim)
+        self.k = nn.Linear(dim + guidance_dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim) if kind == 'softmax' else nn.Identity()
+
+    def forward(self, x, guidance, mask: Optional[torch.Tensor] = None):
+        """x (N, L, C), guidance (N, L, Cg) -> (N, L, C)."""
+        xg = torch.cat([x, guidance], dim=-1)
+        n, length, c = x.shape
+        q, k, v = (t.view(n, length, self.heads, c // self.heads) for t in (self.q(xg), self.k(xg), self.v(x)))
+        if self.kind == 'linear':
+            return linear_attention(q, k, v).reshape(n, length, c)
+        attn = torch.einsum('nlhd,nshd->nhls', q, k) * (c // self.heads) ** -0.5
+        if mask is not None:                                         # (windows, L, L), windows tile the batch
+            attn = attn.view(-1, mask.shape[0], self.heads, length, length) + mask[None, :, None]
+            attn = attn.view(n, self.heads, length, length)
+        return self.proj(torch.einsum('nhls,nshd->nlhd', attn.softmax(-1), v).reshape(n, length, c))
+
+
+class SwinBlock(nn.Module):
+    """A Swin block whose attention also sees the appearance guidance (rolled with x)."""
+
+    def __init__(self, dim: int, guidance_dim: int, heads: int, size: int, window: int, shift: int):
+        super().__init__()
+        self.size, self.window, self.shift = size, window, shift
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = GuidedAttention(dim, guidance_dim, heads, 'softmax')
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.register_buffer('mask', shifted_window_mask(size, window, shift) if shift else None, persistent=False)
+
+    def _windows(self, x):
+        n, _, _, c = x.shape
+        w, s = self.window, self.size // self.window
+        return x.view(n, s, w, s, w, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, w * w, c)
+
+    def _merge(self, x, n):
+        w, s = self.window, self.size // self.window
+        return x.view(n, s, s, w, w, -1).permute(0, 1, 3, 2, 4, 5).reshape(n, self.size, self.size, -1)
+
+    def forward(self, x, guidance):
+        """x (N, h*w, C), guidance (N, h*w, Cg) -> (N, h*w, C)."""
+        n, length, c = x.shape
+        z = torch.cat([self.norm1(x), guidance], dim=-1).view(n, self.size, self.size, -1)
+        if self.shift:
+            z = torch.roll(z, (-self.shift, -self.shift), dims=(1, 2))
+        z = self._windows(z)
+        out = self.attn(z[..., :c], z[..., c:], self.mask)
+        out = self._merge(out, n)
+        if self.shift:
+            out = torch.roll(out, (self.shift, self.shift), dims=(1, 2))
+        x = x + out.reshape(n, length, c)
+        return x + self.mlp(self.norm2(x))
+
+
+class ClassAggregation(nn.Module):
+    """Linear attention across the classes at every (pooled) location, padded to ``pad_len`` class slots."""
+
+    def __init__(self, dim: int, guidance_dim: int, heads: int, pad_len: int):
+        super().__init__()
+        self.pad_len = pad_len
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = GuidedAttention(dim, guidance_dim, heads, 'linear')
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, dim))
+        self.pad_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pad_guidance = nn.Parameter(torch.zeros(1, 1, guidance_dim))
+
+    def forward(self, x, guidance, pool: Sequence[int]):
+        """x (B, C, T, h, w), guidance (B, T, Cg) -> (B, C, T, h, w)."""
+        b, c, t, h, w = x.shape
+        pooled = F.avg_pool2d(x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w), tuple(pool))
+        hp, wp = pooled.shape[-2:]
+        seq = pooled.view(b, t, c, hp * wp).permute(0, 3, 1, 2).reshape(b * hp * wp, t, c)
+        g = guidance.repeat_interleave(hp * wp, dim=0)
+        if t < self.pad_len:
+            seq = torch.cat([seq, self.pad_token.expand(seq.shape[0], self.pad_len - t, c)], dim=1)
+            g = torch.cat([g, self.pad_guidance.expand(g.shape[0], self.pad_len - t, -1)], dim=1)
+        seq = seq + self.attn(self.norm1(seq), g)
+        seq = (seq + self.mlp(self.norm2(seq)))[:, :t]
+        out = seq.view(b, hp, wp, t, c).permute(0, 3, 4, 1, 2).reshape(b * t, c, hp, wp)
+        out = F.interpolate(out, size=(h, w), mode='bilinear', align_corners=True)
+        return x + out.view(b, t, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+class DoubleConv(nn.Sequential):
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(cout // 16, cout),
+                         nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                         nn.GroupNorm(cout // 16, cout), nn.ReLU(inplace=True))
+
+
+class Up(nn.Module):
+    """ConvT (x2) to ``cin - guidance`` channels, the class-repeated projected guidance concatenated, DoubleConv."""
+
+    def __init__(self, cin: int, cout: int, guidance: int):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cin - guidance, 2, stride=2)
+        self.conv = DoubleConv(cin, cout)
+
+    def forward(self, x, guidance):
+        x = self.up(x)
+        return self.conv(torch.cat([x, guidance.repeat_interleave(x.shape[0] // guidance.shape[0], dim=0)], dim=1))
+
+
+@MODELS.register_module()
+class CATSegAggregator(nn.Module):
+    """CAT-Seg's head: dense CLIP features + class text embeddings + decoder guidance -> per-class logits.
+
+    Args:
+        text_dim / appearance_dim: the CLIP joint-space width (512 for B, 768 for L).
+        decoder_guidance_dims: the channels of the two upsampled CLIP-block guidances (256, 128).
+        feature_size: the CLIP token grid (24). Other defaults are the CVPR'24 configs'.
+    """
+
+    def __init__(self, text_dim: int = 512, appearance_dim: int = 512, prompts: int = 1, hidden_dim: int = 128,
+                 proj_dim: int = 128, num_layers: int = 2, heads: int = 4, feature_size: int = 24, window: int = 12,
+                 decoder_dims: Sequence[int] = (64, 32), decoder_guidance_dims: Sequence[int] = (256, 128),
+                 decoder_guidance_proj_dims: Sequence[int] = (32, 16), pad_len: int = 256):
+        super().__init__()
+        self.pad_len, self.feature_size = pad_len, feature_size
+        self.embed = nn.Conv2d(prompts, hidden_dim, 7, padding=3)
+        self.appearance = nn.Sequential(nn.Conv2d(appearance_dim, proj_dim, 3, padding=1), nn.ReLU())
+        self.appearance_norm = nn.LayerNorm(proj_dim)
+        self.text = nn.Sequential(nn.Linear(text_dim, proj_dim), nn.ReLU())
+        self.spatial = nn.ModuleList(nn.ModuleList(
+            SwinBlock(hidden_dim, proj_dim, heads, feature_size, window, shift) for shift in (0, window // 2))
+            for _ in range(num_layers))
+        self.classes = nn.ModuleList(ClassAggregation(hidden_dim, proj_dim, heads, pad_len) for _ in range(num_layers))
+        self.decoder_guidance = nn.ModuleList(nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU())
+                                              for cin, cout in zip(decoder_guidance_dims, decoder_guidance_proj_dims))
+        self.up1 = Up(hidden_dim, decoder_dims[0], decoder_guidance_proj_dims[0])
+        self.up2 = Up(decoder_dims[0], decoder_dims[1], decoder_guidance_proj_dims[1])
+        self.head = nn.Conv2d(decoder_dims[1], 1, 3, padding=1)
+
+    def select_classes(self, cost: torch.Tensor) -> Optional[torch.Tensor]:
+        """(B, pad_len) indices of each image's most relevant classes (max cost over prompts and pixels), or None
+        when there are at most ``pad_len`` classes."""
+        if self.pad_len <= 0 or cost.shape[2] <= self.pad_len:
+            return None
+        return cost.transpose(1, 2).flatten(2).max(dim=-1).values.topk(self.pad_len, dim=-1, sorted=False).indices
+
+    def forward(self, dense: torch.Tensor, text: torch.Tensor, guidance: List[torch.Tensor],
+                pool: Sequence[int] = (2, 2)) -> torch.Tensor:
+        """dense (B, D, h, w); text (B, T, P, D); guidance: the two decoder guidances (B, 256, 2h, 2w),
+        (B, 128, 4h, 4w); pool: the class-aggregation pooling ((2, 2) training, (1, 1) test).
+        Returns logits (B, T, 4h, 4w)."""
+        b, num_classes = text.shape[:2]
+        dense, text = F.normalize(dense, dim=1), F.normalize(text, dim=-1)
+        cost = torch.einsum('bchw,btpc->bpthw', dense, text)
+        chosen = self.select_classes(cost)
+        if chosen is not None:
+            text = text.gather(1, chosen[:, :, None, None].expand(-1, -1, *text.shape[2:]))
+            cost = torch.einsum('bchw,btpc->bpthw', dense, text)
+        t, (h, w) = text.shape[1], cost.shape[-2:]
+        x = self.embed(cost.permute(0, 2, 1, 3, 4).reshape(b * t, -1, h, w))
+        x = x.view(b, t, -1, h, w).permute(0, 2, 1, 3, 4)                                      # (B, C, T, h, w)
+        appearance = self.appearance_norm(self.appearance(dense).flatten(2).transpose(1, 2))   # (B, hw, Cg)
+        appearance = appearance.repeat_interleave(t, dim=0)
+        text_guidance = self.text(F.normalize(text.mean(dim=2), dim=-1))                     # (B, T, Cg)
+        for spatial, classes in zip(self.spatial, self.classes):
+            c = x.shape[1]
+            seq = x.permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)
+            for block in spatial:
+                seq = block(seq, appearance)
+            x = seq.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+            x = classes(x, text_guidance, pool)
+        y = x.permute(0, 2, 1, 3, 4).reshape(b * t, -1, h, w)
+        y = self.up1(y, self.decoder_guidance[0](guidance[0]))
+        y = self.up2(y, self.decoder_guidance[1](guidance[1]))
+        logits = self.head(y).view(b, t, *y.shape[-2:])
+        if chosen is None:
+            return logits
+        out = logits.new_full((b, num_classes, *logits.shape[-2:]), -100.0)
+        return out.scatter(1, chosen[:, :, None, None].expand_as(logits), logits)

@@ -109,3 +109,79 @@ def test_aggregator_keeps_the_most_relevant_classes_of_large_vocabularies():
     for i in range(2):
         dropped = sorted(set(range(20)) - set(chosen[i].tolist()))
         assert (logits[i, dropped] == -100).all() and (logits[i, chosen[i]] != -100).all()
+
+
+TINY = 'DeCLIP-Tiny-EVA02-16'
+
+
+def tiny_catseg(names=('cat', 'dog', 'sky', 'grass', 'road')):
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    return MODELS.build(dict(
+        type='CATSeg', backbone=dict(type='DeCLIPViT', model_name=TINY, mode='csa', attn_scale=1.0, out_indices=(0, 1)),
+        text_model=TINY, class_names=list(names), clip_resolution=128,
+        aggregator=dict(type='CATSegAggregator', text_dim=32, appearance_dim=32, feature_size=8, window=4, pad_len=16),
+        test_cfg=dict(out_res=192, kernel=128, overlap=0.5),
+        data_preprocessor=dict(type='SegDataPreProcessor', mean=[122.7709383, 116.7460125, 104.09373615],
+                               std=[68.5005327, 66.6321579, 70.3231630], bgr_to_rgb=True, pad_val=0, seg_pad_val=255,
+                               size=(128, 128))))
+
+
+def test_only_the_named_clip_weights_train():
+    model = tiny_catseg()
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    clip = {n for n in trained if n.startswith(('backbone.', 'text_encoder.'))}
+    depth = model.backbone.depth
+    text_blocks = len(model.text_encoder.text.transformer.resblocks)
+    assert clip == {f'backbone.visual.trunk.blocks.{i}.attn.{w}_proj.weight' for i in range(depth) for w in 'qv'} | \
+        {f'text_encoder.text.transformer.resblocks.{i}.attn.in_proj_weight' for i in range(text_blocks)}
+    assert all(p.requires_grad for p in model.aggregator.parameters())
+    assert all(p.requires_grad for p in model.guidance_up.parameters())
+
+
+def test_loss_equals_catseg_and_training_lowers_it():
+    from declip_mm.models.segmentors import catseg_loss
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 32, 32, generator=g)
+    labels = torch.randint(0, 5, (2, 128, 128), generator=g)
+    labels[:, :10] = 255
+    torch.testing.assert_close(catseg_loss(logits, labels), catseg_ref.reference_bce_loss(logits, labels, 5))
+
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    model = tiny_catseg()
+    images = torch.randint(0, 256, (2, 3, 128, 128), dtype=torch.uint8, generator=g)
+    samples = [SegDataSample(gt_sem_seg=PixelData(data=labels[i:i + 1])) for i in range(2)]
+    for s in samples:
+        s.set_metainfo(dict(img_shape=(128, 128), ori_shape=(128, 128)))
+    data = model.data_preprocessor(dict(inputs=list(images), data_samples=samples), True)
+    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(4):
+        loss = model.loss(data['inputs'], data['data_samples'])['loss_bce']
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0], losses
+
+
+def test_predict_uses_the_sliding_window_protocol():
+    from mmseg.structures import SegDataSample
+    from declip_mm.models.segmentors.catseg_inference import sliding_window_probabilities
+    model = tiny_catseg().eval()
+    g = torch.Generator().manual_seed(2)
+    image = torch.randint(0, 256, (3, 192, 256), dtype=torch.uint8, generator=g)
+    sample = SegDataSample(metainfo=dict(img_shape=(192, 256), ori_shape=(150, 200)))
+    data = model.data_preprocessor(dict(inputs=[image], data_samples=[sample]), False)
+    with torch.no_grad():
+        out = model.predict(data['inputs'], data['data_samples'])[0]
+        raw = image.flip(0).float()                      # BGR -> RGB as the preprocessor, not normalised
+        want = sliding_window_probabilities(raw, lambda c: model.logits(c, model.test_class_names, (1, 1)),
+                                            ori_shape=(150, 200), clip_resolution=128, out_res=192, kernel=128,
+                                            overlap=0.5)
+    assert out.seg_logits.data.shape == (5, 150, 200)
+    torch.testing.assert_close(out.seg_logits.data, want, rtol=0, atol=1e-4)     # normalise before / after the resize
+    assert torch.equal(out.pred_sem_seg.data[0], out.seg_logits.data.argmax(0))

@@ -1,5 +1,8 @@
-"""Issue 10 (started): CAT-Seg's test protocol and detectron2's mIoU, against tests/reference/catseg_ref.py
-(written from CAT-Seg @6d3a188 and detectron2 @02b5c4e without reading declip_mm)."""
+"""Issue 10: CAT-Seg (CVPR'24) with a DeCLIP backbone: the aggregator, loss, fine-tuning rule, test protocol and
+detectron2's mIoU against tests/reference/catseg_ref.py (written from CAT-Seg @6d3a188 and detectron2 @02b5c4e
+without reading declip_mm); the configs through the Runner on tiny towers."""
+from pathlib import Path
+
 import numpy as np
 import torch
 import pytest
@@ -185,3 +188,64 @@ def test_predict_uses_the_sliding_window_protocol():
     assert out.seg_logits.data.shape == (5, 150, 200)
     torch.testing.assert_close(out.seg_logits.data, want, rtol=0, atol=1e-4)     # normalise before / after the resize
     assert torch.equal(out.pred_sem_seg.data[0], out.seg_logits.data.argmax(0))
+
+
+def test_catseg_vocabularies_and_pas20b_rule():
+    from declip_mm.datasets.label_folder import catseg_vocabulary as load_catseg_class_names
+    sizes = dict(coco=171, ade150=150, ade847=847, pc59=59, pc459=459, voc20=20, voc20b=59)
+    for name, n in sizes.items():
+        assert len(load_catseg_class_names(name)) == n, name
+    assert load_catseg_class_names('ade847')[1] == 'building'          # 'building, edifice': the first synonym
+    from mmseg.datasets import COCOStuffDataset
+    assert load_catseg_class_names('coco') == list(COCOStuffDataset.METAINFO['classes'])
+    pred = np.array([[0, 19, 20, 58], [3, 25, 20, 1]])
+    assert np.array_equal(torch.as_tensor(pred).clamp(max=20).numpy(), catseg_ref.reference_voc20b_map(pred))
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    metric = D2IoUMetric(background_from=20)
+    metric.dataset_meta = dict(classes=tuple(range(21)))
+    gt = torch.tensor([[0, 19, 20, 20], [3, 255, 20, 1]])
+    sample = SegDataSample(pred_sem_seg=PixelData(data=torch.as_tensor(pred)[None]), gt_sem_seg=PixelData(data=gt[None]))
+    metric.process({}, [sample.to_dict()])
+    assert metric.compute_metrics(metric.results)['mIoU'] == pytest.approx(100.0)
+
+
+@pytest.mark.slow
+def test_catseg_configs_train_and_test_through_the_runner(sample_root, tmp_path):
+    """The B/16 training config (solver, lr multipliers, clipping) with tiny towers: two iterations on the sample VOC
+    photos, then the ADE-150 test config's protocol and d2 metric on them."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    repo = Path(__file__).resolve().parents[1]
+    cfg = Config.fromfile(str(repo / 'configs/catseg/catseg_declip-eva02-b16_test-ade150.py'))
+    names = ['background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
+             'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor']
+    cfg.model.update(backbone=dict(cfg.model.backbone, model_name=TINY, pretrained=None, out_indices=(0, 1),
+                                   input_size=128),
+                     text_model=TINY, text_pretrained=None, class_names=names, test_class_names=names,
+                     clip_resolution=128, test_cfg=dict(out_res=192, kernel=128, overlap=0.5),
+                     aggregator=dict(cfg.model.aggregator, text_dim=32, appearance_dim=32, feature_size=8, window=4,
+                                     pad_len=32))
+    cfg.model.data_preprocessor.size = (128, 128)
+    data = dict(type='LabelFolderSegDataset', data_root=str(sample_root / 'voc'), vocabulary=names,
+                data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
+    cfg.train_dataloader.update(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(
+        data, pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+                        dict(type='RandomChoiceResize', scales=[(400, 128)], keep_ratio=True),
+                        dict(type='RandomCrop', crop_size=(128, 128)), dict(type='PackSegInputs')]))
+    cfg.test_dataloader.update(num_workers=0, dataset=dict(data, test_mode=True, pipeline=[
+        dict(type='LoadImageFromFile'), dict(type='Resize', scale=(800, 192), keep_ratio=True),
+        dict(type='LoadAnnotations'), dict(type='PackSegInputs')]))
+    cfg.train_cfg.update(max_iters=2, val_interval=100)
+    cfg.param_scheduler[0].update(T_max=2, end=2)
+    cfg.work_dir = str(tmp_path)
+    cfg.env_cfg = dict(dist_cfg=dict(backend='gloo'))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    groups = runner.optim_wrapper.optimizer.param_groups
+    q_weight = runner.model.backbone.visual.trunk.blocks[0].attn.q_proj.weight
+    clip_groups = {id(g) for g in groups for p in g['params'] if p is q_weight}
+    assert {round(g['initial_lr'] / 2e-4, 6) for g in groups} == {1.0, 0.01}
+    assert all(round(g['initial_lr'] / 2e-4, 6) == 0.01 for g in groups if id(g) in clip_groups)
+    metrics = runner.test()
+    assert {'d2/mIoU', 'd2/fwIoU', 'd2/mACC', 'd2/pACC'} <= set(metrics) and 0 <= metrics['d2/mIoU'] <= 100

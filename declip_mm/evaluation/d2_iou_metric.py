@@ -7,7 +7,7 @@ every label as IoU 0. With large vocabularies (ADE-847, PC-459) mmseg's number i
 
 Reported (percent): mIoU, fwIoU (IoU weighted by GT frequency), mACC, pACC, as detectron2 names them.
 """
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 from mmseg.evaluation import IoUMetric
@@ -37,6 +37,19 @@ class D2IoUMetric(IoUMetric):
     ``d2/pACC``."""
 
     default_prefix = 'd2'
+
+    def __init__(self, background_from: Optional[int] = None, **kwargs):
+        """background_from: PAS-20b (CAT-Seg's ``VOCbEvaluator``): predicted indices >= it become it (the 20 VOC
+        classes + the Context distractors of ``voc20b`` -> 21 classes, background 20)."""
+        super().__init__(**kwargs)
+        self.background_from = background_from
+
+    def process(self, data_batch, data_samples) -> None:
+        if self.background_from is not None:
+            for sample in data_samples:
+                pred = sample['pred_sem_seg']['data']
+                sample['pred_sem_seg']['data'] = pred.clamp(max=self.background_from)
+        super().process(data_batch, data_samples)
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         intersect, union, pred_area, gt_area = (sum(r[i] for r in results).cpu().numpy() for i in range(4))

@@ -22,6 +22,7 @@ from torch import nn
 
 from ...registry import MODELS
 from ..clip_factory import create_clip
+from ...datasets.label_folder import catseg_vocabulary
 from .catseg_inference import sliding_window_probabilities
 
 VISION_TRAINABLE = re.compile(r'blocks\.\d+\.attn\.(q_proj|v_proj)\.weight$')
@@ -43,14 +44,15 @@ class CATSeg(BaseSegmentor):
     """Args:
         backbone: DeCLIPViT config; ``out_indices`` = the two guidance blocks ([3, 7] B, [7, 15] L).
         text_model / text_pretrained: the open_clip model and ORIGINAL CLIP weights of the text tower.
-        class_names: the training vocabulary (COCO-Stuff's 171); ``test_class_names``: the test vocabulary.
+        class_names: the training vocabulary (COCO-Stuff's 171, 'coco'); ``test_class_names``: the test vocabulary
+            (see :func:`load_catseg_class_names`).
         template: the single prompt; clip_resolution: the CLIP input side (384 B, 336 L).
         aggregator: ``CATSegAggregator`` config; guidance_dims: the outputs of the two guidance ConvTs.
         train_pool / test_pool: the class-aggregation pooling; test_cfg: the sliding window (out_res, kernel, overlap).
     """
 
-    def __init__(self, backbone: dict, text_model: str, class_names: Sequence[str], text_pretrained=None,
-                 test_class_names: Optional[Sequence[str]] = None, template: str = 'A photo of a {} in the scene',
+    def __init__(self, backbone: dict, text_model: str, class_names: Union[str, Sequence[str]], text_pretrained=None,
+                 test_class_names: Union[None, str, Sequence[str]] = None, template: str = 'A photo of a {} in the scene',
                  clip_resolution: int = 384, aggregator: dict = dict(type='CATSegAggregator'),
                  guidance_dims: Sequence[int] = (256, 128), train_pool=(2, 2), test_pool=(1, 1),
                  test_cfg: dict = dict(out_res=640, kernel=384, overlap=0.333), ignore_index: int = 255,
@@ -74,8 +76,8 @@ class CATSeg(BaseSegmentor):
         self.guidance_up = nn.ModuleList([nn.ConvTranspose2d(width, guidance_dims[0], 2, stride=2),
                                           nn.ConvTranspose2d(width, guidance_dims[1], 4, stride=4)])
         self.aggregator = MODELS.build(aggregator)
-        self.class_names = list(class_names)
-        self.test_class_names = list(test_class_names or class_names)
+        self.class_names = catseg_vocabulary(class_names)
+        self.test_class_names = catseg_vocabulary(test_class_names or class_names)
         self.template, self.clip_resolution = template, clip_resolution
         self.train_pool, self.test_pool, self.ignore_index = tuple(train_pool), tuple(test_pool), ignore_index
         self.test_cfg = test_cfg

@@ -249,3 +249,34 @@ def test_catseg_configs_train_and_test_through_the_runner(sample_root, tmp_path)
     assert all(round(g['initial_lr'] / 2e-4, 6) == 0.01 for g in groups if id(g) in clip_groups)
     metrics = runner.test()
     assert {'d2/mIoU', 'd2/fwIoU', 'd2/mACC', 'd2/pACC'} <= set(metrics) and 0 <= metrics['d2/mIoU'] <= 100
+
+
+def test_detectron2_checkpoint_import(tmp_path):
+    """A synthetic DeCLIP_CATSeg detectron2 state dict (EVA-CLIP visual keys, rope tables, d2 prefixes) of a tiny model
+    converts key for key; an unknown key stops the conversion with the list."""
+    from test_backbone import to_eva_clip_format
+    from tools.converters.catseg_d2_to_declip import convert
+    model = tiny_catseg()
+    torch.nn.init.normal_(model.aggregator.layers[0].attention.padding_tokens)
+    d2 = {f'sem_seg_head.predictor.transformer.{k}': v for k, v in model.aggregator.state_dict().items()}
+    d2.update({f'upsample{i + 1}.{k}': v for i in range(2) for k, v in model.guidance_up[i].state_dict().items()})
+    d2.update({f'sem_seg_head.predictor.clip_model.{k}': v for k, v in to_eva_clip_format(model.backbone).items()})
+    d2.update({f'sem_seg_head.predictor.clip_model.{k}': v for k, v in model.text_encoder.state_dict().items()})
+    torch.save({'model': d2, 'iteration': 80000}, tmp_path / 'model_final.pth')
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / 'cfg.py').write_text(f"""
+_base_ = ['{repo}/configs/catseg/catseg_declip-eva02-b16_coco-stuff-384_80k.py']
+model = dict(backbone=dict(model_name='{TINY}', out_indices=(0, 1)), text_model='{TINY}', clip_resolution=128,
+             class_names=['cat', 'dog', 'sky', 'grass', 'road'],
+             aggregator=dict(text_dim=32, appearance_dim=32, feature_size=8, window=4, pad_len=16))
+""")
+    report = convert(str(tmp_path / 'model_final.pth'), str(tmp_path / 'ours.pth'), str(tmp_path / 'cfg.py'))
+    assert 'sem_seg_head.predictor.clip_model.visual.rope.freqs_cos'[len('sem_seg_head.predictor.clip_model.'):] \
+        in report.ignored and not report.missing and not report.unexpected
+    converted = torch.load(tmp_path / 'ours.pth', weights_only=False)['state_dict']
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(converted[key], value, rtol=0, atol=0, msg=key)
+    d2['sem_seg_head.predictor.extra.weight'] = torch.zeros(1)
+    torch.save({'model': d2}, tmp_path / 'bad.pth')
+    with pytest.raises(KeyError, match='sem_seg_head.predictor.extra.weight'):
+        convert(str(tmp_path / 'bad.pth'), str(tmp_path / 'x.pth'), str(tmp_path / 'cfg.py'))

@@ -12,11 +12,13 @@ DOWNSTREAM.md 2.4-2.9), the CVPR'24 design (not the 2023 one of mmseg's ``projec
              Conv3x3 -> one logit per class                            (B, T, 4h, 4w)
 
 More than 256 classes: each image keeps its 256 most relevant classes (max cost), the others get logit -100.
+Module names follow the reference's, so its checkpoints map key for key (``tools/converters/catseg_d2_to_declip.py``).
 """
 from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from timm.layers import Mlp
 from torch import nn
 
 from ...registry import MODELS
@@ -75,7 +77,7 @@ class SwinBlock(nn.Module):
         self.size, self.window, self.shift = size, window, shift
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = GuidedAttention(dim, guidance_dim, heads, 'softmax')
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.mlp = Mlp(dim, 4 * dim)
         self.register_buffer('mask', shifted_window_mask(size, window, shift) if shift else None, persistent=False)
 
     def _windows(self, x):
@@ -102,17 +104,34 @@ class SwinBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class SwinAggregation(nn.Module):
+    """Two guided Swin blocks (shift 0, then window / 2) over each class's map; the appearance guidance is
+    layer-normalised by this layer's own ``guidance_norm`` (CAT-Seg's ``SwinTransformerBlockWrapper``)."""
+
+    def __init__(self, dim: int, guidance_dim: int, heads: int, size: int, window: int):
+        super().__init__()
+        self.block_1 = SwinBlock(dim, guidance_dim, heads, size, window, 0)
+        self.block_2 = SwinBlock(dim, guidance_dim, heads, size, window, window // 2)
+        self.guidance_norm = nn.LayerNorm(guidance_dim)
+
+    def forward(self, x, guidance):
+        """x (N, h*w, C), guidance (N, h*w, Cg) -> (N, h*w, C)."""
+        guidance = self.guidance_norm(guidance)
+        return self.block_2(self.block_1(x, guidance), guidance)
+
+
 class ClassAggregation(nn.Module):
-    """Linear attention across the classes at every (pooled) location, padded to ``pad_len`` class slots."""
+    """Linear attention across the classes at every (pooled) location, padded to ``pad_len`` class slots
+    (CAT-Seg's ``ClassTransformerLayer``)."""
 
     def __init__(self, dim: int, guidance_dim: int, heads: int, pad_len: int):
         super().__init__()
         self.pad_len = pad_len
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = GuidedAttention(dim, guidance_dim, heads, 'linear')
+        self.attention = GuidedAttention(dim, guidance_dim, heads, 'linear')
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, dim))
-        self.pad_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pad_guidance = nn.Parameter(torch.zeros(1, 1, guidance_dim))
+        self.padding_tokens = nn.Parameter(torch.zeros(1, 1, dim))
+        self.padding_guidance = nn.Parameter(torch.zeros(1, 1, guidance_dim))
 
     def forward(self, x, guidance, pool: Sequence[int]):
         """x (B, C, T, h, w), guidance (B, T, Cg) -> (B, C, T, h, w)."""
@@ -122,20 +141,34 @@ class ClassAggregation(nn.Module):
         seq = pooled.view(b, t, c, hp * wp).permute(0, 3, 1, 2).reshape(b * hp * wp, t, c)
         g = guidance.repeat_interleave(hp * wp, dim=0)
         if t < self.pad_len:
-            seq = torch.cat([seq, self.pad_token.expand(seq.shape[0], self.pad_len - t, c)], dim=1)
-            g = torch.cat([g, self.pad_guidance.expand(g.shape[0], self.pad_len - t, -1)], dim=1)
-        seq = seq + self.attn(self.norm1(seq), g)
+            seq = torch.cat([seq, self.padding_tokens.expand(seq.shape[0], self.pad_len - t, c)], dim=1)
+            g = torch.cat([g, self.padding_guidance.expand(g.shape[0], self.pad_len - t, -1)], dim=1)
+        seq = seq + self.attention(self.norm1(seq), g)
         seq = (seq + self.mlp(self.norm2(seq)))[:, :t]
         out = seq.view(b, hp, wp, t, c).permute(0, 3, 4, 1, 2).reshape(b * t, c, hp, wp)
         out = F.interpolate(out, size=(h, w), mode='bilinear', align_corners=True)
         return x + out.view(b, t, c, h, w).permute(0, 2, 1, 3, 4)
 
 
-class DoubleConv(nn.Sequential):
+class AggregatorLayer(nn.Module):
+    """Spatial, then class aggregation."""
+
+    def __init__(self, dim: int, guidance_dim: int, text_guidance_dim: int, heads: int, size: int, window: int,
+                 pad_len: int):
+        super().__init__()
+        self.swin_block = SwinAggregation(dim, guidance_dim, heads, size, window)
+        self.attention = ClassAggregation(dim, text_guidance_dim, heads, pad_len)
+
+
+class DoubleConv(nn.Module):
     def __init__(self, cin: int, cout: int):
-        super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(cout // 16, cout),
-                         nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-                         nn.GroupNorm(cout // 16, cout), nn.ReLU(inplace=True))
+        super().__init__()
+        self.double_conv = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(cout // 16, cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.GroupNorm(cout // 16, cout), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        return self.double_conv(x)
 
 
 class Up(nn.Module):
@@ -167,18 +200,16 @@ class CATSegAggregator(nn.Module):
                  decoder_guidance_proj_dims: Sequence[int] = (32, 16), pad_len: int = 256):
         super().__init__()
         self.pad_len, self.feature_size = pad_len, feature_size
-        self.embed = nn.Conv2d(prompts, hidden_dim, 7, padding=3)
-        self.appearance = nn.Sequential(nn.Conv2d(appearance_dim, proj_dim, 3, padding=1), nn.ReLU())
-        self.appearance_norm = nn.LayerNorm(proj_dim)
-        self.text = nn.Sequential(nn.Linear(text_dim, proj_dim), nn.ReLU())
-        self.spatial = nn.ModuleList(nn.ModuleList(
-            SwinBlock(hidden_dim, proj_dim, heads, feature_size, window, shift) for shift in (0, window // 2))
-            for _ in range(num_layers))
-        self.classes = nn.ModuleList(ClassAggregation(hidden_dim, proj_dim, heads, pad_len) for _ in range(num_layers))
-        self.decoder_guidance = nn.ModuleList(nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU())
-                                              for cin, cout in zip(decoder_guidance_dims, decoder_guidance_proj_dims))
-        self.up1 = Up(hidden_dim, decoder_dims[0], decoder_guidance_proj_dims[0])
-        self.up2 = Up(decoder_dims[0], decoder_dims[1], decoder_guidance_proj_dims[1])
+        self.conv1 = nn.Conv2d(prompts, hidden_dim, 7, padding=3)
+        self.guidance_projection = nn.Sequential(nn.Conv2d(appearance_dim, proj_dim, 3, padding=1), nn.ReLU())
+        self.text_guidance_projection = nn.Sequential(nn.Linear(text_dim, proj_dim), nn.ReLU())
+        self.layers = nn.ModuleList(AggregatorLayer(hidden_dim, proj_dim, proj_dim, heads, feature_size, window, pad_len)
+                                    for _ in range(num_layers))
+        self.decoder_guidance_projection = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU())
+            for cin, cout in zip(decoder_guidance_dims, decoder_guidance_proj_dims))
+        self.decoder1 = Up(hidden_dim, decoder_dims[0], decoder_guidance_proj_dims[0])
+        self.decoder2 = Up(decoder_dims[0], decoder_dims[1], decoder_guidance_proj_dims[1])
         self.head = nn.Conv2d(decoder_dims[1], 1, 3, padding=1)
 
     def select_classes(self, cost: torch.Tensor) -> Optional[torch.Tensor]:
@@ -201,21 +232,18 @@ class CATSegAggregator(nn.Module):
             text = text.gather(1, chosen[:, :, None, None].expand(-1, -1, *text.shape[2:]))
             cost = torch.einsum('bchw,btpc->bpthw', dense, text)
         t, (h, w) = text.shape[1], cost.shape[-2:]
-        x = self.embed(cost.permute(0, 2, 1, 3, 4).reshape(b * t, -1, h, w))
+        x = self.conv1(cost.permute(0, 2, 1, 3, 4).reshape(b * t, -1, h, w))
         x = x.view(b, t, -1, h, w).permute(0, 2, 1, 3, 4)                                      # (B, C, T, h, w)
-        appearance = self.appearance_norm(self.appearance(dense).flatten(2).transpose(1, 2))   # (B, hw, Cg)
+        appearance = self.guidance_projection(dense).flatten(2).transpose(1, 2)               # (B, hw, Cg)
         appearance = appearance.repeat_interleave(t, dim=0)
-        text_guidance = self.text(F.normalize(text.mean(dim=2), dim=-1))                     # (B, T, Cg)
-        for spatial, classes in zip(self.spatial, self.classes):
+        text_guidance = self.text_guidance_projection(F.normalize(text.mean(dim=2), dim=-1))   # (B, T, Cg)
+        for layer in self.layers:
             c = x.shape[1]
-            seq = x.permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)
-            for block in spatial:
-                seq = block(seq, appearance)
-            x = seq.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
-            x = classes(x, text_guidance, pool)
+            seq = layer.swin_block(x.permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c), appearance)
+            x = layer.attention(seq.view(b, t, h, w, c).permute(0, 4, 1, 2, 3), text_guidance, pool)
         y = x.permute(0, 2, 1, 3, 4).reshape(b * t, -1, h, w)
-        y = self.up1(y, self.decoder_guidance[0](guidance[0]))
-        y = self.up2(y, self.decoder_guidance[1](guidance[1]))
+        y = self.decoder1(y, self.decoder_guidance_projection[0](guidance[0]))
+        y = self.decoder2(y, self.decoder_guidance_projection[1](guidance[1]))
         logits = self.head(y).view(b, t, *y.shape[-2:])
         if chosen is None:
             return logits

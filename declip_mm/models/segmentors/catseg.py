@@ -11,7 +11,7 @@ train (DeCLIP's rule for EVA), at lr x 0.01 (the configs' ``paramwise_cfg``). Te
 384 windows of the 640 x 640 image plus the global view, ``catseg_inference``), class-aggregation pooling 1 x 1.
 """
 import re
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import open_clip
 import torch

@@ -13,12 +13,11 @@ from pathlib import Path as _Path
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this clone's declip_mm, whatever is installed
 import argparse
 import json
-import time
 
 import torch
 from mmengine.config import Config
 
-from tools.benchmark_detection import cpu_name, peak_mb, start
+from tools.benchmark_detection import best_of, cpu_name
 
 
 def main(argv=None):
@@ -41,7 +40,6 @@ def main(argv=None):
     init_default_scope('mmseg')
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).to(args.device)
-    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
     g = torch.Generator().manual_seed(0)
 
     model.eval()
@@ -49,15 +47,9 @@ def main(argv=None):
     sample = SegDataSample(metainfo=dict(img_shape=(640, 853), ori_shape=(480, 640)))
     data = model.data_preprocessor(dict(inputs=[image], data_samples=[sample]), False)
     with torch.no_grad():
-        model.predict(data['inputs'], data['data_samples'])
-        base, times = start(args.device), []
-        for _ in range(args.repeats):
-            sync()
-            t = time.perf_counter()
-            model.predict(data['inputs'], data['data_samples'])
-            sync()
-            times.append(time.perf_counter() - t)
-    test_ms, test_mb = 1000 * min(times), peak_mb(args.device, base)
+        model.predict(data['inputs'], data['data_samples'])                        # warm-up
+        test_s, test_mb = best_of(lambda: model.predict(data['inputs'], data['data_samples']), args.repeats,
+                                  args.device)
 
     model.train()
     crop = cfg.model.data_preprocessor.size[0]
@@ -76,18 +68,11 @@ def main(argv=None):
         optim.step()
 
     step()
-    base, times = start(args.device), []
-    for _ in range(args.repeats):
-        sync()
-        t = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t)
+    train_s, train_mb = best_of(step, args.repeats, args.device)
     device = torch.cuda.get_device_name() if args.device == 'cuda' else cpu_name()
     row = dict(config=_Path(args.config).name, device=device, vocabulary=args.vocabulary,
-               classes=model.num_classes, test_ms_per_image=round(test_ms, 1), test_peak_mb=round(test_mb),
-               train_batch=args.batch, train_s_per_iter=round(min(times), 2),
-               train_peak_mb=round(peak_mb(args.device, base)))
+               classes=model.num_classes, test_ms_per_image=round(1000 * test_s, 1), test_peak_mb=round(test_mb),
+               train_batch=args.batch, train_s_per_iter=round(train_s, 2), train_peak_mb=round(train_mb))
     print(json.dumps(row))
     if args.markdown:
         with open(args.markdown, 'a') as f:

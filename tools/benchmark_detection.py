@@ -84,6 +84,19 @@ def cpu_name() -> str:
     return f'{model} ({flags})' if flags else model
 
 
+def best_of(fn, repeats: int, device: str):
+    """(fastest wall time in s over ``repeats`` calls of ``fn``, peak extra memory in MB during them)."""
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    base, times = start(device), []
+    for _ in range(repeats):
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return min(times), peak_mb(device, base)
+
+
 def peak_mb(device, base):
     if device == 'cuda':
         return torch.cuda.max_memory_allocated() / 2 ** 20 - base
@@ -106,7 +119,6 @@ def main(argv=None):
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--markdown', default=None, help='append the table rows to this file')
     args = parser.parse_args(argv)
-    sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
     with tempfile.TemporaryDirectory() as tmp:
         cfg, model = build(args.config, args.device, tmp)
     size = cfg.model.data_preprocessor.pad_size_divisor
@@ -118,15 +130,9 @@ def main(argv=None):
     data = model.data_preprocessor(fake_batch(size, 1, base_classes, args.device), False)
     with torch.no_grad(), torch.autocast(args.device, enabled=amp, dtype=torch.float16):
         model.predict(data['inputs'], data['data_samples'])                        # warm-up
-        base = start(args.device)
-        times = []
-        for _ in range(args.repeats):
-            sync()
-            t = time.perf_counter()
-            model.predict(data['inputs'], data['data_samples'])
-            sync()
-            times.append(time.perf_counter() - t)
-    test_ms, test_mb = 1000 * min(times), peak_mb(args.device, base)
+        test_s, test_mb = best_of(lambda: model.predict(data['inputs'], data['data_samples']), args.repeats,
+                                  args.device)
+    test_ms = 1000 * test_s
 
     model.train()
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.1)
@@ -144,15 +150,7 @@ def main(argv=None):
         scaler.update()
 
     step()
-    base = start(args.device)
-    times = []
-    for _ in range(args.repeats):
-        sync()
-        t = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t)
-    train_s, train_mb = min(times), peak_mb(args.device, base)
+    train_s, train_mb = best_of(step, args.repeats, args.device)
     device = torch.cuda.get_device_name() if args.device == 'cuda' else cpu_name()
     row = dict(config=_Path(args.config).name, device=device, size=size, test_ms_per_image=round(test_ms, 1),
                test_peak_mb=round(test_mb), train_batch=args.batch, train_s_per_iter=round(train_s, 2),

@@ -45,7 +45,7 @@ class CATSeg(BaseSegmentor):
         backbone: DeCLIPViT config; ``out_indices`` = the two guidance blocks ([3, 7] B, [7, 15] L).
         text_model / text_pretrained: the open_clip model and ORIGINAL CLIP weights of the text tower.
         class_names: the training vocabulary (COCO-Stuff's 171, 'coco'); ``test_class_names``: the test vocabulary
-            (see :func:`load_catseg_class_names`).
+            (names, a json, or a bundled vocabulary: ``declip_mm.datasets.label_folder.catseg_vocabulary``).
         template: the single prompt; clip_resolution: the CLIP input side (384 B, 336 L).
         aggregator: ``CATSegAggregator`` config; guidance_dims: the outputs of the two guidance ConvTs.
         train_pool / test_pool: the class-aggregation pooling; test_cfg: the sliding window (out_res, kernel, overlap).
@@ -64,6 +64,9 @@ class CATSeg(BaseSegmentor):
                                       f'{self.backbone.model_name} ({self.backbone.family})')
         if len(self.backbone.out_indices) != 2:
             raise ValueError(f'backbone.out_indices must be the two guidance blocks, got {self.backbone.out_indices}')
+        if text_model != self.backbone.model_name:
+            raise ValueError(f"text_model '{text_model}' and backbone '{self.backbone.model_name}' must be the same "
+                             'open_clip model (one joint embedding space)')
         clip, _ = create_clip(text_model, text_pretrained)
         clip.visual = nn.Identity()
         self.text_encoder = clip

@@ -6,7 +6,8 @@ Classes (label ids in ``CLASS_NAMES`` order: stuff first, then things; ``IGNORE`
   (beige speckle), 'water' (blue waves), 'brick' (brown bricks with grey mortar).
 * 12 thing classes '<colour> <texture> <shape>': 4 shapes (circle, square, triangle, cross) x 3 colours (red,
   blue, yellow), shape i with colour j wearing texture (i + j) mod 3 of (striped, dotted, checkered). Every
-  shape, colour and texture is shared by 3 or 4 classes: no single attribute names a class, any two do.
+  shape, colour and texture is shared by 3 or 4 classes: no single attribute names a class; the shape with the
+  colour, or the shape with the texture, does (colour with texture does not: the shape is always needed).
 
 A scene (``render_scene``) is a warped Voronoi partition of the ground into 2-4 regions of distinct stuff
 classes, 4-10 small distractor items (specks and strokes, often in the things' colours; they stay labelled as
@@ -52,6 +53,12 @@ CAPTION_TEMPLATES = (
     '{stuff} in the background, {things} in front.',
     'there is {things} on {stuff}.',
     'an image showing {things} over {stuff}.',
+)
+THINGS_ONLY_TEMPLATES = (   # for captions that leave the ground out (pretraining augmentation; never in the world)
+    'a photo of {things}.',
+    '{things}.',
+    'there is {things}.',
+    'an image showing {things}.',
 )
 STAMP_FILE = 'world.json'
 
@@ -232,8 +239,13 @@ def _join(names: Sequence[str]) -> str:
 
 
 def make_caption(rng: np.random.Generator, thing_ids: Sequence[int], stuff_ids: Sequence[int]) -> str:
-    """A caption naming exactly the given label ids (things with 'a', stuff bare), in random order and phrasing."""
+    """A caption naming exactly the given label ids (things with 'a', stuff bare), in random order and phrasing;
+    with no stuff ids, a things-only phrasing."""
+    if not len(thing_ids):
+        raise ValueError('a caption needs at least one thing')
     things = [f'a {CLASS_NAMES[i]}' for i in rng.permutation(list(thing_ids))]
+    if not len(stuff_ids):
+        return THINGS_ONLY_TEMPLATES[rng.integers(len(THINGS_ONLY_TEMPLATES))].format(things=_join(things))
     stuff = [CLASS_NAMES[i] for i in rng.permutation(list(stuff_ids))]
     return CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))].format(things=_join(things), stuff=_join(stuff))
 
@@ -283,20 +295,20 @@ def read_world_params(root) -> Dict:
     return json.loads(stamp.read_text())['params']
 
 
-def _progress(iterable, total: int, desc: str):
+def _progress(iterable, total: int, desc: str, enabled: bool):
     try:
         from tqdm import tqdm
-    except ImportError:  # tqdm is not a declared dependency; the bar is optional
+    except ImportError:  # the bar is optional here: the world needs only numpy and Pillow
         return iterable
-    return tqdm(iterable, total=total, desc=desc, unit='scene', leave=False)
+    return tqdm(iterable, total=total, desc=desc, unit='scene', leave=False, disable=not enabled)
 
 
-def _write_split(folder: Path, split: str, count: int, size: int, first_seed: int) -> None:
+def _write_split(folder: Path, split: str, count: int, size: int, first_seed: int, progress: bool) -> None:
     from PIL import Image
     (folder / 'images').mkdir(parents=True)
     (folder / 'labels').mkdir()
     records = []
-    for i in _progress(range(count), count, f'world {split}'):
+    for i in _progress(range(count), count, f'world {split}', progress):
         scene = render_scene(first_seed + i, split, size)
         name = f'{i:05d}.png'
         Image.fromarray(scene['image']).save(folder / 'images' / name)
@@ -307,13 +319,14 @@ def _write_split(folder: Path, split: str, count: int, size: int, first_seed: in
     (folder / 'annotations.json').write_text(json.dumps(dict(split=split, classes=CLASS_NAMES, images=records)))
 
 
-def write_world(root, n_train: int, n_val: int, size: int = 128, seed: int = 0, overwrite: bool = False) -> Path:
+def write_world(root, n_train: int, n_val: int, size: int = 128, seed: int = 0, overwrite: bool = False,
+                progress: bool = True) -> Path:
     """Write ``root/{train,val}/{images,labels}/%05d.png`` and ``root/{train,val}/annotations.json``.
 
     Scene i of a split is ``render_scene(seed * 1_000_000 + i, split, size)``. Idempotent: ``root/world.json``
     (written last) stamps the parameters; the same call again returns at once. A world with other parameters
     raises unless ``overwrite=True`` (then it is rewritten); a folder that holds something else always raises.
-    Returns ``root``.
+    ``progress``: a progress bar per split. Returns ``root``.
     """
     root = Path(root).expanduser()
     params = world_params(n_train, n_val, size, seed)
@@ -335,7 +348,7 @@ def write_world(root, n_train: int, n_val: int, size: int = 128, seed: int = 0, 
     stamp.unlink(missing_ok=True)
     for split, count in (('train', n_train), ('val', n_val)):
         shutil.rmtree(root / split, ignore_errors=True)
-        _write_split(root / split, split, count, size, seed * 1_000_000)
+        _write_split(root / split, split, count, size, seed * 1_000_000, progress)
     stamp.write_text(json.dumps(dict(params=params, classes=CLASS_NAMES, rule=__doc__.split('Held-out rule: ')[1])))
     (root / '.writing').unlink()
     return root

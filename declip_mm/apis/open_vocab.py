@@ -7,7 +7,7 @@
                           class_names=['background', 'cat', 'sofa; couch'], bg_thresh=0.4, logit_scale=80.)
     labels, probs = segment_image(seg, rgb_uint8_image)     # (H, W) class indices, (K, H, W) probabilities
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -77,12 +77,17 @@ def mean_iou(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], num_classes
     return dict(mIoU=m, per_image=per_image, per_class=(iou * 100).tolist())
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, class_names: List[str], alpha: float = 0.5):
-    """A PIL image: the photo blended with a colour per class, with a legend of the classes present."""
+def overlay(image: np.ndarray, labels: np.ndarray, class_names: List[str], alpha: float = 0.5,
+            background_index: Optional[int] = None):
+    """A PIL image: the photo blended with a colour per class, with a legend of the classes present. The class
+    ``background_index`` is drawn black (None: class 0 when it is named 'background', the benchmarks' rule)."""
     from PIL import Image, ImageDraw
     rng = np.random.default_rng(3)
     palette = rng.integers(40, 255, size=(len(class_names), 3)).astype(np.uint8)
-    palette[0] = (0, 0, 0) if class_names and class_names[0].split(';')[0].strip() == 'background' else palette[0]
+    if background_index is None and class_names and class_names[0].split(';')[0].strip() == 'background':
+        background_index = 0
+    if background_index is not None:
+        palette[background_index] = (0, 0, 0)
     blend = (image * (1 - alpha) + palette[labels] * alpha).astype(np.uint8)
     present = [c for c in np.unique(labels)]
     legend_h = 18 * len(present) + 6

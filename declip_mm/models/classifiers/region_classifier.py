@@ -32,6 +32,15 @@ def masks_to_grid(masks: torch.Tensor, grid) -> torch.Tensor:
     return F.pad(small, (0, gw - small.shape[-1], 0, gh - small.shape[-2])) > 0
 
 
+def mask_pool(dense: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The authors' ``mask_pool``: an un-normalised dense map (D, h, w) and boolean masks (n, H, W) at the original
+    image resolution (the map's grid covering the image's longest side, :func:`masks_to_grid`) -> (n, D)
+    L2-normalised means of the tokens under each mask (zero for a mask with no token)."""
+    grid = masks_to_grid(masks, dense.shape[-2:]).flatten(1).to(dense.dtype)               # (n, h*w)
+    pooled = grid @ dense.flatten(1).t() / (grid.sum(1, keepdim=True) + 1e-12)
+    return F.normalize(pooled, dim=-1)
+
+
 @MODELS.register_module()
 class RegionClassifier(ClassVocabularyMixin, BaseModel):
     """DeCLIPViT + OpenCLIPTextEncoder -> top-k classes per GT region (written to each data sample)."""
@@ -53,9 +62,7 @@ class RegionClassifier(ClassVocabularyMixin, BaseModel):
         out = []
         for i, s in enumerate(samples):
             masks = s.gt_seg_map.to(dense.device)[None] == s.segment_ids.to(dense.device)[:, None, None]
-            grid = masks_to_grid(masks, dense.shape[-2:]).flatten(1).to(dense.dtype)      # (n, h*w)
-            pooled = grid @ dense[i].flatten(1).t() / (grid.sum(1, keepdim=True) + 1e-12)
-            out.append(F.normalize(pooled, dim=-1))
+            out.append(mask_pool(dense[i], masks))
         return out
 
     def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'predict'):

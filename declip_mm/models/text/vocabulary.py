@@ -2,6 +2,8 @@
 from pathlib import Path
 from typing import List, Sequence, Union
 
+import torch
+
 from ...registry import MODELS
 from .text_encoder import ClassEmbeddings
 
@@ -26,8 +28,9 @@ class ClassVocabularyMixin:
     """For models that score features against class names: encodes them once at construction with a text
     encoder of the same open_clip model as the image tower, and keeps the embeddings as buffers."""
 
-    def init_class_vocabulary(self, text_encoder: dict, class_names, image_model_name: str) -> None:
-        text = MODELS.build(text_encoder)
+    def init_class_vocabulary(self, text_encoder, class_names, image_model_name: str) -> None:
+        """``text_encoder``: an OpenCLIPTextEncoder config, or a built one (the user APIs keep theirs)."""
+        text = text_encoder if isinstance(text_encoder, torch.nn.Module) else MODELS.build(text_encoder)
         if text.model_name != image_model_name:
             raise ValueError(f"text encoder '{text.model_name}' and backbone '{image_model_name}' must be the same "
                              'open_clip model (one joint embedding space)')

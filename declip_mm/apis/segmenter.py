@@ -1,0 +1,233 @@
+"""``OpenVocabSegmenter``: one call from a photo and a vocabulary to a label map and per-class scores.
+
+    from declip_mm.apis import OpenVocabSegmenter
+    seg = OpenVocabSegmenter('EVA02-B-16', backbone='declip_eva02_b16.pth', text_weights='merged2b_s8b_b131k',
+                             device='cuda')                      # or OpenVocabSegmenter.from_config(cfg, ckpt)
+    res = seg('photo.jpg', 'cat,dog,sofa; couch', background='background')
+    res.labels (H, W) int64, res.probs (K, H, W) float32, res.class_names, res.areas(), res.overlay()
+
+It runs the training-free protocol of the benchmark configs (``TrainingFreeSegmentor``: sliding windows, the
+softmax over all synonym queries, the background threshold) on users' images: loaded with EXIF rotation,
+any pixel format (``inputs.py``), sized by the rules of ``image_size.py``. The model is built once; a new
+vocabulary only re-encodes its names (cached on disk by the text encoder).
+"""
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .image_size import MAX_ASPECT, MAX_OUTPUT_PIXELS, output_size, segmentation_input_size
+from .inputs import as_rgb_image
+from .open_vocab import SEG_MEAN, SEG_STD, build_segmentor, overlay
+from .precision import autocast, check_device, resolve_precision
+from .vocabulary import Vocabulary, parse_vocabulary
+
+VocabularySpec = Union[str, Sequence[str], Vocabulary]
+
+
+@dataclass
+class SegmentationResult:
+    """One image's segmentation, at the output size (the image's own size up to ``max_output_pixels``).
+
+    labels: (H, W) int64 class indices; probs: (K, H, W) float32 class probabilities; class_names: K names
+    (each class's first synonym); background: the named background class or None; image: (H, W, 3) uint8, the
+    photo at the output size (for the overlay); input_shape: the size the network saw."""
+    labels: np.ndarray
+    probs: np.ndarray
+    class_names: List[str]
+    background: Optional[str]
+    image: np.ndarray = field(repr=False)
+    input_shape: Tuple[int, int] = (0, 0)
+    source_shape: Tuple[int, int] = (0, 0)
+
+    @property
+    def background_index(self) -> Optional[int]:
+        return None if self.background is None else self.class_names.index(self.background)
+
+    def areas(self) -> Dict[str, float]:
+        """Class name -> fraction of the pixels labelled with it (all K classes; they sum to 1)."""
+        counts = np.bincount(self.labels.ravel(), minlength=len(self.class_names))
+        return {name: float(c) / self.labels.size for name, c in zip(self.class_names, counts)}
+
+    def scores(self) -> Dict[str, Dict[str, float]]:
+        """Class name -> area (pixel fraction), mean probability over its pixels (0 without pixels) and its
+        highest probability anywhere."""
+        areas = self.areas()
+        out = {}
+        for k, name in enumerate(self.class_names):
+            mask = self.labels == k
+            out[name] = dict(area=areas[name], mean_prob=float(self.probs[k][mask].mean()) if mask.any() else 0.0,
+                             max_prob=float(self.probs[k].max()))
+        return out
+
+    def overlay(self, alpha: float = 0.5):
+        """A PIL image: the photo with a colour per class (the background black) and a legend."""
+        return overlay(self.image, self.labels, self.class_names, alpha=alpha, background_index=self.background_index)
+
+    def label_image(self):
+        """The labels as a PIL image: 8-bit (16-bit above 255 classes), pixel value = class index."""
+        from PIL import Image
+        if len(self.class_names) <= 256:
+            return Image.fromarray(self.labels.astype(np.uint8))
+        return Image.fromarray(self.labels.astype(np.uint16))
+
+    def summary(self) -> Dict:
+        """JSON-ready: class names, background, sizes and per-class scores."""
+        return dict(class_names=self.class_names, background=self.background, output_size=list(self.labels.shape),
+                    image_size=list(self.source_shape), input_size=list(self.input_shape), scores=self.scores())
+
+
+class OpenVocabSegmenter:
+    """Training-free open-vocabulary segmentation for users (module doc).
+
+    Args:
+        model_name: the open_clip model of the weights ('EVA02-B-16', 'ViT-B-16', ...; 'DeCLIP-Tiny-ViT-16' is a
+            tiny random test preset).
+        backbone: the DeCLIP image tower: a DeCLIPViT checkpoint (its mode and scale are restored, but the
+            segmentation protocol's ``mode`` and ``attn_scale`` below win), a CLIP weights file or an open_clip
+            tag; None = random init (tests).
+        text_weights: the ORIGINAL CLIP weights for the text tower (tag or file); None = random init (tests).
+        device: 'cpu', 'cuda', 'cuda:1', ...
+        precision: 'auto' (reduced precision only where it is fast: ``precision.py``), 'fp32', 'bf16', 'fp16'.
+        mode / attn_scale: the dense features (the authors' protocol: 'csa' at 1/sqrt(d)).
+        logit_scale: scale of the cosine logits (40, the benchmarks' except VOC21's 80).
+        bg_thresh: with a named background, pixels whose best class probability is below it are background
+            (0.2, COCO-Object's protocol); without one there is no threshold.
+        window / stride: sliding window and stride in network pixels (336 / 112); window 0 = the whole image.
+        short_side / max_long_side / min_short_side / max_aspect / max_output_pixels: ``image_size.py``.
+        templates: the text prompts ('imagenet80').
+        **segmentor_kwargs: more ``TrainingFreeSegmentor`` arguments (e.g. ``test_cfg``).
+    """
+
+    def __init__(self, model_name: str = 'DeCLIP-Tiny-ViT-16', backbone: Optional[str] = None,
+                 text_weights: Optional[str] = None, device='cpu', precision: str = 'auto', mode: str = 'csa',
+                 attn_scale='1/sqrt(d)', logit_scale: float = 40.0, bg_thresh: float = 0.2, window: int = 336,
+                 stride: int = 112, short_side: int = 448, max_long_side: int = 4096, min_short_side: int = 224,
+                 max_aspect: float = MAX_ASPECT, max_output_pixels: int = MAX_OUTPUT_PIXELS,
+                 templates: Union[str, Sequence[str]] = 'imagenet80', **segmentor_kwargs):
+        backbone_cfg = dict(type='DeCLIPViT', model_name=model_name, pretrained=backbone, attn_scale=attn_scale,
+                            trainable='none')
+        text_cfg = dict(type='OpenCLIPTextEncoder', model_name=model_name, pretrained=text_weights,
+                        templates=templates, synonym_reduce='max')
+        segmentor_kwargs.setdefault('test_cfg', dict(mode='slide', crop_size=(window, window), stride=(stride, stride))
+                                    if window else dict(mode='whole'))
+        self._setup(backbone_cfg, text_cfg, dict(mode=mode, logit_scale=logit_scale, **segmentor_kwargs), device,
+                    precision, bg_thresh, dict(short_side=short_side, max_long_side=max_long_side,
+                                               min_short_side=min_short_side, max_aspect=max_aspect),
+                    max_output_pixels)
+
+    @classmethod
+    def from_config(cls, config, checkpoint: Optional[str] = None, device='cpu', precision: str = 'auto',
+                    bg_thresh: Optional[float] = None, max_output_pixels: int = MAX_OUTPUT_PIXELS,
+                    min_short_side: int = 224, max_aspect: float = MAX_ASPECT) -> 'OpenVocabSegmenter':
+        """From a training-free segmentation config (a path or an mmengine Config) and optionally a checkpoint
+        (as ``tools/test.py`` takes it: a DeCLIPViT checkpoint, a whole-model checkpoint or a CLIP weights file).
+        Its model, text tower, logit scale, windows and test resize are used; its class list is not (the
+        vocabulary comes with each call); ``bg_thresh`` None = the config's, or 0.2 where it has none."""
+        from mmengine.config import Config
+
+        from ..engine.runner_setup import attach_checkpoint
+        cfg = Config.fromfile(str(config)) if not isinstance(config, Config) else config.copy()
+        model = cfg.model
+        if model.get('type') not in ('TrainingFreeSegmentor', 'declip_mm.TrainingFreeSegmentor'):
+            raise ValueError(f"{config}: model.type is '{model.get('type')}', not a TrainingFreeSegmentor "
+                             'config (configs/segmentation/)')
+        cfg.load_from = None
+        if checkpoint is not None:
+            attach_checkpoint(cfg, checkpoint)
+        kwargs = {k: v for k, v in model.items() if k not in ('type', 'backbone', 'text_encoder', 'class_names',
+                                                                 'bg_thresh', 'bg_index', 'data_preprocessor')}
+        pre = model.get('data_preprocessor', {})
+        kwargs['data_preprocessor'] = dict(type='mmseg.SegDataPreProcessor', mean=list(pre.get('mean', SEG_MEAN)),
+                                           std=list(pre.get('std', SEG_STD)), bgr_to_rgb=False)
+        threshold = (model.get('bg_thresh') or 0.2) if bg_thresh is None else bg_thresh
+        resize = next((t for t in cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline', [])
+                       if t.get('type') in ('Resize', 'mmseg.Resize')), dict(scale=(4096, 448)))
+        long_side, short = max(resize['scale']), min(resize['scale'])
+        self = cls.__new__(cls)
+        self._setup(model.backbone, model.text_encoder, kwargs, device, precision, threshold,
+                    dict(short_side=short, max_long_side=long_side, min_short_side=min_short_side,
+                         max_aspect=max_aspect), max_output_pixels, load_from=cfg.load_from)
+        return self
+
+    def _setup(self, backbone_cfg, text_cfg, segmentor_kwargs, device, precision, bg_thresh, size_rule,
+               max_output_pixels, load_from=None):
+        from ..registry import MODELS
+        self.device = check_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.bg_thresh = float(bg_thresh)
+        self.size_rule = size_rule
+        self.max_output_pixels = max_output_pixels
+        self.text_encoder = MODELS.build(text_cfg) if isinstance(text_cfg, dict) else text_cfg
+        placeholder = ['object']                                 # replaced by each call's vocabulary
+        self.model = build_segmentor(backbone_cfg, self.text_encoder, placeholder, bg_thresh=0.0, **segmentor_kwargs)
+        if load_from:
+            from mmengine.runner import load_checkpoint
+            load_checkpoint(self.model, load_from, map_location='cpu', strict=True)
+        self.model.to(self.device).eval()
+        self.text_encoder.to(self.device)
+        self.vocabulary: Optional[Vocabulary] = None
+
+    # ------------------------------------------------------------------ vocabulary
+    def set_vocabulary(self, vocabulary: VocabularySpec, background: Optional[str] = None) -> Vocabulary:
+        """Encode a vocabulary (``vocabulary.py`` rules) and make the segmentor use it; returns it parsed."""
+        vocab = vocabulary if isinstance(vocabulary, Vocabulary) else parse_vocabulary(vocabulary, background)
+        if isinstance(vocabulary, Vocabulary) and background is not None and vocab.background != background:
+            raise ValueError(f"background '{background}' given with a parsed vocabulary whose background is "
+                             f"{vocab.background!r}")
+        if vocab == self.vocabulary:
+            return vocab
+        with torch.no_grad():
+            classes = self.text_encoder(vocab.classes)
+        seg = self.model
+        seg.class_names = list(vocab.classes)
+        seg.text_embeddings = classes.embeddings.to(self.device)
+        seg.text_class_index = classes.class_index.to(self.device)
+        seg.num_classes, seg.out_channels = len(vocab), len(classes.embeddings)
+        seg.bg_index = vocab.background_index if vocab.background_index is not None else 0
+        self.vocabulary = vocab
+        return vocab
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict_probs(self, image: np.ndarray, out_hw: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray, tuple]:
+        """RGB uint8 (H, W, 3) -> (labels (h, w), probs (K, h, w), network input size) at ``out_hw`` = (h, w),
+        with the current vocabulary."""
+        import mmcv
+        from mmseg.structures import SegDataSample
+        h, w = image.shape[:2]
+        in_h, in_w = segmentation_input_size(h, w, **self.size_rule)
+        resized = mmcv.imresize(image, (in_w, in_h), interpolation='bilinear', backend='cv2')
+        sample = SegDataSample(metainfo=dict(ori_shape=tuple(out_hw), img_shape=(in_h, in_w)))
+        tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+        data = self.model.data_preprocessor(dict(inputs=[tensor.to(self.device)], data_samples=[sample]), False)
+        # the threshold exists only with a named background (never the class that happens to come first)
+        self.model.bg_thresh = self.bg_thresh if self.vocabulary.background_index is not None else 0.0
+        with autocast(self.precision, self.device):
+            out = self.model.predict(data['inputs'], data['data_samples'])[0]
+        labels = out.pred_sem_seg.data[0].cpu().numpy().astype(np.int64)
+        probs = out.seg_logits.data.float().cpu().numpy()
+        return labels, probs, (in_h, in_w)
+
+    def __call__(self, image, vocabulary: Optional[VocabularySpec] = None, background: Optional[str] = None):
+        """Segment ``image`` (RGB uint8 (H, W, 3) array, PIL image or path; or a list of them -> a list) with
+        ``vocabulary`` (None = the last one set) -> :class:`SegmentationResult`."""
+        if vocabulary is not None:
+            self.set_vocabulary(vocabulary, background)
+        elif self.vocabulary is None:
+            raise ValueError('give a vocabulary, e.g. seg(image, "cat,dog")')
+        elif background is not None and background != self.vocabulary.background:
+            raise ValueError('background given without its vocabulary: pass both')
+        if isinstance(image, (list, tuple)):
+            return [self(im) for im in image]
+        rgb = as_rgb_image(image)
+        h, w = rgb.shape[:2]
+        out_h, out_w = output_size(h, w, self.max_output_pixels)
+        labels, probs, in_hw = self.predict_probs(rgb, (out_h, out_w))
+        if (out_h, out_w) != (h, w):
+            import mmcv
+            rgb = mmcv.imresize(rgb, (out_w, out_h), interpolation='area', backend='cv2')
+        vocab = self.vocabulary
+        return SegmentationResult(labels=labels, probs=probs, class_names=list(vocab.names),
+                                  background=vocab.background, image=rgb, input_shape=in_hw, source_shape=(h, w))

@@ -20,5 +20,6 @@ setup(
     python_requires='>=3.10',
     install_requires=read_requirements('requirements/runtime.txt'),
     extras_require={'tests': read_requirements('requirements/tests.txt')},
+    entry_points={'console_scripts': ['declip-mm = declip_mm.cli:main']},
     license='Apache-2.0',
 )

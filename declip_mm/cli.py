@@ -1,0 +1,449 @@
+"""``declip-mm``: segment, detect and export dense features of your own images and videos (docs/inference.md).
+
+    declip-mm segment photos/ "holiday/*.jpg" clip.mp4 --vocab "cat,dog,sofa; couch" --background background \
+        --model-name EVA02-B-16 --backbone declip_eva02_b16.pth --text-weights merged2b_s8b_b131k --out results/
+    declip-mm detect photos/ --config configs/detection/fvit_declip-eva02-b16_ov-coco-640_3e.py \
+        --checkpoint fvit.pth --text-weights merged2b_s8b_b131k --vocab classes.txt --out dets/
+    declip-mm features photos/ clip.mp4 --model-name EVA02-B-16 --backbone declip_eva02_b16.pth --out feats/
+    declip-mm serve                                   # the local web page
+
+Every input is processed on its own: a file that cannot be read is skipped with a message, counted, and the
+run goes on; each result is written as soon as it is computed, and ``<out>/summary.json`` (rewritten after
+every input) lists what was done and what was skipped. Exit status: 0 all done, 1 some inputs skipped (or
+none could be processed), 2 a usage / setup error (nothing was run).
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterator, List, NamedTuple, Optional, Union
+
+import numpy as np
+
+TINY_PRESETS = ('DeCLIP-Tiny-ViT-16', 'DeCLIP-Tiny-EVA02-16')
+
+
+class SetupError(Exception):
+    """A problem with the command line or the model set-up: reported as ``declip-mm: error: ...`` (exit 2)."""
+
+
+class Skipped(NamedTuple):
+    source: str
+    reason: str
+
+
+# ---------------------------------------------------------------------- arguments
+def _common(p: argparse.ArgumentParser, weights: bool = True, text: bool = True) -> None:
+    p.add_argument('inputs', nargs='+', help='image files, folders, glob patterns ("photos/*.jpg") or videos')
+    p.add_argument('--out', required=True, help='output folder (created; existing files of other names are kept)')
+    p.add_argument('--device', default=None, help="'cpu', 'cuda', 'cuda:1' (default: cuda when available)")
+    p.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16', 'fp16'),
+                   help='auto: bf16/fp16 on CUDA and on CPUs with AMX or AVX512-BF16, else fp32')
+    p.add_argument('--fps', type=float, default=1.0, help='frames per second sampled from videos (default 1)')
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
+    if weights:
+        p.add_argument('--model-name', default='DeCLIP-Tiny-ViT-16',
+                       help="open_clip model of the weights, e.g. EVA02-B-16 (default: the tiny random test preset)")
+        p.add_argument('--backbone', default=None, help='DeCLIP weights: a DeCLIPViT checkpoint, a CLIP weights file '
+                       'or an open_clip tag (required except for the tiny presets)')
+        p.add_argument('--config', default=None, help='build from a config instead (with --checkpoint)')
+        p.add_argument('--checkpoint', default=None, help="weights for --config (as tools/test.py takes them)")
+    if text:
+        p.add_argument('--text-weights', default=None, help='the ORIGINAL CLIP weights for the text tower (tag or '
+                       'file; required except for the tiny presets)')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='declip-mm', description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog='Run "declip-mm COMMAND --help" for the options of a command.')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+
+    seg = sub.add_parser('segment', help='open-vocabulary segmentation: overlay PNG, label PNG, JSON scores')
+    _common(seg)
+    seg.add_argument('--vocab', required=True, help='"cat,dog,sofa; couch" (; separates synonyms), a file with one '
+                     'class per line, or bundled:NAME (bundled:voc21, bundled:ade20k, ...)')
+    seg.add_argument('--background', default=None, help='the class that gets the low-confidence pixels (added if '
+                     'the vocabulary lacks it); default: no background, no threshold')
+    seg.add_argument('--bg-thresh', type=float, default=None, help='with --background: pixels whose best class '
+                     'probability is below it become background (default 0.2; a config\'s own with --config)')
+    seg.add_argument('--logit-scale', type=float, default=40.0)
+    seg.add_argument('--window', type=int, default=336, help='sliding window in network pixels (0 = whole image)')
+    seg.add_argument('--stride', type=int, default=112)
+    seg.add_argument('--short-side', type=int, default=448, help='network input short side (the benchmarks\' 448)')
+    seg.add_argument('--max-output-pixels', type=int, default=4_000_000,
+                     help='outputs of larger images are scaled down to this many pixels (0 = never)')
+    seg.add_argument('--mode', default='csa', help="dense features: csa (default), qq, kk, vanilla, maskclip")
+
+    det = sub.add_parser('detect', help='open-vocabulary detection with a trained F-ViT: overlay PNG, JSON boxes')
+    _common(det, weights=False)
+    det.add_argument('--config', required=True, help='F-ViT config (configs/detection/...)')
+    det.add_argument('--checkpoint', default=None, help='the trained detector (whole-model checkpoint)')
+    det.add_argument('--vocab', required=True, help='as for segment (no background: F-ViT adds its own)')
+    det.add_argument('--score-thr', type=float, default=0.3, help='keep detections scoring at least this (0.3)')
+    det.add_argument('--random-weights', action='store_true', help='allow random towers (tests only)')
+
+    feat = sub.add_parser('features', help='dense DeCLIP features (.npy / .pt), region and mask embeddings')
+    _common(feat, text=False)
+    feat.add_argument('--format', default='npy', choices=('npy', 'pt'), help='file format of the features')
+    feat.add_argument('--long-side', type=int, default=448, help='network input longest side (rounded up to the '
+                      'patch size)')
+    feat.add_argument('--raw', action='store_true', help='write the un-normalised map (default: L2-normalised per '
+                      'token, ready for cosines with text embeddings)')
+    feat.add_argument('--half', action='store_true', help='store features as float16 (half the disk space)')
+    feat.add_argument('--boxes', default=None, help='a JSON file {image file name: [[x1, y1, x2, y2], ...]}: '
+                      'writes <name>_boxes.<fmt> (n, D) region embeddings')
+    feat.add_argument('--masks', default=None, help='a folder of segment-id PNGs named like the images: writes '
+                      '<name>_masks.<fmt> (n, D) mask-pooled embeddings of each non-zero id, and the ids')
+    feat.add_argument('--mode', default=None, help="the last block's mode (default: the checkpoint's, or csa)")
+    feat.add_argument('--batch-size', type=int, default=8, help='video frames per forward')
+
+    sub.add_parser('serve', help='the local web page (declip-mm serve --help)', add_help=False)
+    return parser
+
+
+# ---------------------------------------------------------------------- inputs and outputs
+def iter_inputs(files: List[Path], fps: float, taken: set) -> Iterator[Union['InputItem', Skipped]]:
+    """Every image, and every sampled frame of every video, as an InputItem, or a Skipped with its reason."""
+    from .apis.inputs import InputError, InputItem, is_video, load_image, unique_name, video_frames
+    for path in files:
+        if is_video(path):
+            stem = unique_name(path.stem, taken)
+            try:
+                for index, t, frame in video_frames(path, fps):
+                    yield InputItem(f'{stem}_f{index:06d}', frame, str(path), index, t)
+            except InputError as err:
+                yield Skipped(str(path), str(err))
+            continue
+        try:
+            image = load_image(path)
+        except InputError as err:
+            yield Skipped(str(path), str(err))
+            continue
+        yield InputItem(unique_name(path.stem, taken), image, str(path))
+
+
+def count_items(files: List[Path], fps: float) -> Optional[int]:
+    from .apis.inputs import is_video, video_sample_count
+    total = 0
+    for p in files:
+        n = video_sample_count(p, fps) if is_video(p) else 1
+        if n is None:
+            return None
+        total += n
+    return total
+
+
+class Writer:
+    """Writes each result atomically (a temporary name, then renamed) and keeps ``summary.json`` current."""
+
+    def __init__(self, out: Path, command: str, settings: dict):
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        self.summary = dict(command=command, settings=settings, processed=[], skipped=[])
+
+    def path(self, name: str) -> Path:
+        return self.out / name
+
+    def _atomic(self, name: str, write) -> str:
+        final = self.out / name
+        tmp = final.with_name(f'.{final.name}.tmp{os.getpid()}')
+        try:
+            write(tmp)
+            tmp.replace(final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return str(final)
+
+    def image(self, name: str, pil_image) -> str:
+        return self._atomic(name, lambda p: pil_image.save(p, format='PNG'))
+
+    def json(self, name: str, data) -> str:
+        return self._atomic(name, lambda p: p.write_text(json.dumps(data, indent=1)))
+
+    def array(self, name: str, array, fmt: str) -> str:
+        import torch
+        if fmt == 'npy':
+            data = array.numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+            return self._atomic(f'{name}.npy', lambda p: np.save(open(p, 'wb'), data))
+        tensor = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.asarray(array))
+        return self._atomic(f'{name}.pt', lambda p: torch.save(tensor.contiguous(), p))
+
+    def done(self, entry: dict) -> None:
+        self.summary['processed'].append(entry)
+        self.flush()
+
+    def skip(self, skipped: Skipped) -> None:
+        self.summary['skipped'].append(skipped._asdict())
+        self.flush()
+
+    def flush(self) -> None:
+        s = self.summary
+        s['counts'] = dict(processed=len(s['processed']), skipped=len(s['skipped']))
+        self.json('summary.json', s)
+
+
+def progress(total, quiet, desc):
+    from tqdm import tqdm
+    return tqdm(total=total, disable=quiet, desc=desc, unit='img', dynamic_ncols=True)
+
+
+def report(msg: str, bar=None) -> None:
+    from tqdm import tqdm
+    if bar is not None and not bar.disable:
+        tqdm.write(msg, file=sys.stderr)
+    else:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def run_items(args, writer: Writer, desc: str, handle) -> int:
+    """Feeds every input to ``handle(item) -> summary entry``; skips what cannot be read. Returns the exit code."""
+    import torch
+
+    from .apis.inputs import InputError, collect_inputs
+    try:
+        files = collect_inputs(args.inputs)
+    except InputError as err:
+        raise SetupError(str(err)) from err
+    bar = progress(count_items(files, args.fps), args.quiet, desc)
+    with bar:
+        for item in iter_inputs(files, args.fps, set()):
+            if isinstance(item, Skipped):
+                report(f'declip-mm: skipped {item.source}: {item.reason}', bar)
+                writer.skip(item)
+                bar.update(1)
+                continue
+            try:
+                entry = handle(item)
+            except (InputError, MemoryError, torch.cuda.OutOfMemoryError) as err:
+                skipped = Skipped(item.source if item.frame is None else f'{item.source} frame {item.frame}',
+                                  f'{type(err).__name__}: {err}' if not isinstance(err, InputError) else str(err))
+                report(f'declip-mm: skipped {skipped.source}: {skipped.reason}', bar)
+                writer.skip(skipped)
+            else:
+                entry = dict(name=item.name, source=item.source, **({} if item.frame is None else
+                                                                     dict(frame=item.frame, time=item.time)), **entry)
+                writer.done(entry)
+            bar.update(1)
+    counts = writer.summary['counts'] if 'counts' in writer.summary else dict(processed=0, skipped=0)
+    print(f"declip-mm {args.command}: {counts['processed']} processed, {counts['skipped']} skipped; "
+          f"results in {writer.out}", file=sys.stderr, flush=True)
+    return 0 if counts['skipped'] == 0 and counts['processed'] > 0 else 1
+
+
+# ---------------------------------------------------------------------- commands
+def build(factory, *args, **kwargs):
+    """``factory(*args, **kwargs)``; a missing weights file, a bad config key or value becomes a SetupError."""
+    try:
+        return factory(*args, **kwargs)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise SetupError(str(err).strip('"')) from err
+
+
+def _device(args) -> str:
+    import torch
+    return args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def _require_weights(args, text: bool = True) -> None:
+    if args.config is not None:
+        return
+    if args.checkpoint is not None:
+        raise SetupError('--checkpoint goes with --config; for a backbone file use --backbone')
+    if args.model_name in TINY_PRESETS:
+        return
+    missing = [flag for flag, value in (('--backbone', args.backbone),) + ((('--text-weights', args.text_weights),)
+                                                                          if text else ()) if value is None]
+    if missing:
+        raise SetupError(f"{args.model_name} needs {' and '.join(missing)} (weights are never downloaded; random "
+                         f"towers exist only for the tiny presets {', '.join(TINY_PRESETS)})")
+
+
+def cmd_segment(args) -> int:
+    from .apis.segmenter import OpenVocabSegmenter
+    from .apis.vocabulary import parse_vocabulary
+    vocab = parse_vocabulary(args.vocab, args.background)
+    _require_weights(args)
+    device = build(_device, args)
+    if args.config is not None:
+        if args.text_weights is not None or args.backbone is not None:
+            raise SetupError('--config takes its weights from the config and --checkpoint; drop --backbone / '
+                             '--text-weights')
+        seg = build(OpenVocabSegmenter.from_config, args.config, args.checkpoint, device=device, precision=args.precision,
+                                             bg_thresh=args.bg_thresh, max_output_pixels=args.max_output_pixels)
+    else:
+        seg = build(OpenVocabSegmenter, args.model_name, backbone=args.backbone, text_weights=args.text_weights,
+                                 device=device, precision=args.precision, mode=args.mode, logit_scale=args.logit_scale,
+                                 bg_thresh=0.2 if args.bg_thresh is None else args.bg_thresh, window=args.window,
+                                 stride=args.stride, short_side=args.short_side,
+                                 max_output_pixels=args.max_output_pixels)
+    seg.set_vocabulary(vocab)
+    writer = Writer(Path(args.out), 'segment', dict(vocabulary=vocab.classes, class_names=vocab.names,
+                                                     background=vocab.background, device=str(seg.device),
+                                                     precision=seg.precision,
+                                                     bg_thresh=seg.bg_thresh if vocab.background else None))
+
+    def handle(item):
+        res = seg(item.image)
+        files = dict(overlay=writer.image(f'{item.name}_overlay.png', res.overlay()),
+                     labels=writer.image(f'{item.name}_labels.png', res.label_image()))
+        files['scores'] = writer.json(f'{item.name}.json', dict(source=item.source, **res.summary()))
+        top = sorted(res.areas().items(), key=lambda kv: -kv[1])[:3]
+        return dict(files=files, top_classes={k: round(v, 4) for k, v in top})
+    return run_items(args, writer, 'segmenting', handle)
+
+
+def cmd_detect(args) -> int:
+    from .apis.detector import OpenVocabDetector
+    from .apis.vocabulary import parse_vocabulary
+    vocab = parse_vocabulary(args.vocab)
+    if args.text_weights is None and not args.random_weights:
+        raise SetupError('detect needs --text-weights (the original CLIP weights of the backbone\'s model)')
+    if not Path(args.config).is_file():
+        raise SetupError(f'config file not found: {args.config}')
+    det = build(OpenVocabDetector, args.config, args.checkpoint, text_weights=args.text_weights,
+                            backbone='' if args.random_weights and args.checkpoint is None else None,
+                            device=_device(args), precision=args.precision, score_thr=args.score_thr)
+    det.set_vocabulary(vocab)
+    writer = Writer(Path(args.out), 'detect', dict(vocabulary=vocab.classes, class_names=vocab.names,
+                                                    device=str(det.device), precision=det.precision,
+                                                    score_thr=args.score_thr))
+
+    def handle(item):
+        res = det(item.image)
+        files = dict(overlay=writer.image(f'{item.name}_overlay.png', res.overlay()),
+                     detections=writer.json(f'{item.name}.json', dict(source=item.source, **res.summary())))
+        return dict(files=files, detections=len(res))
+    return run_items(args, writer, 'detecting', handle)
+
+
+def _read_boxes(path: Optional[str]) -> Optional[dict]:
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SetupError(f'--boxes {path}: cannot read the JSON ({err})') from err
+    if not isinstance(data, dict):
+        raise SetupError(f'--boxes {path}: expected {{"image file name": [[x1, y1, x2, y2], ...]}}')
+    return data
+
+
+def cmd_features(args) -> int:
+    import torch
+
+    from .apis.features import DenseFeatureExtractor
+    from .apis.inputs import InputError, collect_inputs, is_video, load_segment_ids
+    _require_weights(args, text=False)
+    boxes = _read_boxes(args.boxes)
+    if args.masks is not None and not Path(args.masks).is_dir():
+        raise SetupError(f'--masks {args.masks}: not a folder')
+    device = _device(args)
+    if args.config is not None:
+        fx = build(DenseFeatureExtractor.from_config, args.config, args.checkpoint, device=device, precision=args.precision,
+                                               long_side=args.long_side, batch_size=args.batch_size)
+    else:
+        fx = build(DenseFeatureExtractor, args.model_name, backbone=args.backbone, device=device, precision=args.precision,
+                                   mode=args.mode, long_side=args.long_side, batch_size=args.batch_size)
+    writer = Writer(Path(args.out), 'features', dict(model=fx.backbone.model_name, mode=fx.backbone.mode,
+                                                      long_side=fx.long_side, normalized=not args.raw,
+                                                      format=args.format, device=str(fx.device),
+                                                      precision=fx.precision))
+
+    def store(name, tensor):
+        tensor = tensor if args.raw else torch.nn.functional.normalize(tensor, dim=-3)
+        return writer.array(name, tensor.half() if args.half else tensor, args.format)
+
+    def handle(item):
+        f = fx(item.image)
+        entry = dict(files=dict(features=store(item.name, f.map)), **f.meta())
+        source = Path(item.source)
+        if boxes is not None and item.frame is None:
+            given = boxes.get(source.name, boxes.get(str(source)))
+            if given is not None:
+                try:
+                    emb = fx.regions(f, given)
+                except ValueError as err:
+                    raise InputError(f'--boxes for {source.name}: {err}') from err
+                entry['files']['boxes'] = writer.array(f'{item.name}_boxes', emb, args.format)
+                entry['boxes'] = len(emb)
+        if args.masks is not None and item.frame is None:
+            mask_file = Path(args.masks) / f'{source.stem}.png'
+            if mask_file.is_file():
+                ids = load_segment_ids(mask_file, f.image_shape)
+                values = [int(v) for v in np.unique(ids) if v != 0]
+                emb = fx.masks(f, np.stack([ids == v for v in values]) if values else
+                               np.zeros((0, *f.image_shape), bool))
+                entry['files']['masks'] = writer.array(f'{item.name}_masks', emb, args.format)
+                entry['mask_ids'] = values
+        writer.json(f'{item.name}.json', dict(source=item.source, **{k: v for k, v in entry.items() if k != 'files'}))
+        return entry
+
+    # videos: all sampled frames of a video in one (T, D, h, w) file, batched through the tower
+    try:
+        files = collect_inputs(args.inputs)
+    except InputError as err:
+        raise SetupError(str(err)) from err
+    videos = [p for p in files if is_video(p)]
+    if not videos:
+        return run_items(args, writer, 'extracting', handle)
+    args.inputs = [str(p) for p in files if not is_video(p)]
+    code = run_items(args, writer, 'extracting', handle) if args.inputs else 0
+    return max(code, features_of_videos(args, fx, writer, videos, store))
+
+
+def features_of_videos(args, fx, writer: Writer, videos: List[Path], store) -> int:
+    from .apis.inputs import InputError, unique_name, video_frames
+    taken = {e['name'] for e in writer.summary['processed']}
+    failed = False
+    for path in videos:
+        name = unique_name(path.stem, taken)
+        frames, index, times = [], [], []
+        bar = progress(count_items([path], args.fps), args.quiet, f'frames of {path.name}')
+        try:
+            with bar:
+                for i, t, frame in video_frames(path, args.fps):
+                    frames.append(frame)
+                    index.append(i)
+                    times.append(t)
+                    bar.update(1)
+            maps = fx.video(frames)
+        except (InputError, ValueError, MemoryError) as err:
+            report(f'declip-mm: skipped {path}: {err}')
+            writer.skip(Skipped(str(path), str(err)))
+            failed = True
+            continue
+        entry = dict(name=name, source=str(path), files=dict(features=store(name, maps)), frames=index, times=times,
+                     shape=list(maps.shape), stride=fx.backbone.patch_size)
+        writer.json(f'{name}.json', {k: v for k, v in entry.items() if k != 'files'})
+        writer.done(entry)
+    print(f'declip-mm features: {len(videos)} video(s); results in {writer.out}', file=sys.stderr, flush=True)
+    return 1 if failed else 0
+
+
+COMMANDS = dict(segment=cmd_segment, detect=cmd_detect, features=cmd_features)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """The ``declip-mm`` command; returns the exit status (module doc)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['serve']:
+        from .apis import web_app                       # provides the page; imported only when asked for
+        return web_app.main(argv[1:]) or 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .apis.vocabulary import VocabularyError
+    try:
+        return COMMANDS[args.command](args)
+    except (SetupError, VocabularyError) as err:
+        print(f'declip-mm {args.command}: error: {err}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Issue 12, items 2-3: the ``declip-mm`` command (in-process ``declip_mm.cli.main``) on tiny random towers and the
+sample photos: outputs, corrupt inputs skipped and counted, vocabulary errors, videos, features, detection."""
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from declip_mm.apis import OpenVocabSegmenter
+from declip_mm.cli import main
+from test_apis import tiny_fvit_config
+from test_inputs import write_video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope='module')
+def embedding_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('DECLIP_CACHE', str(tmp_path_factory.mktemp('declip_cache')))
+        yield
+
+
+@pytest.fixture
+def photos(sample_root, tmp_path):
+    """A folder: 2 sample photos, a grayscale and an RGBA one, a corrupt JPEG and a text file named .png (sorted
+    first, so the good ones come after them), and a note that is not an input."""
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    src = sorted((sample_root / 'voc/JPEGImages').glob('*.jpg'))[:2]
+    for p in src:
+        (folder / p.name).write_bytes(p.read_bytes())
+    rgb = np.array(Image.open(src[0]).convert('RGB'))
+    Image.fromarray(rgb.mean(-1).astype(np.uint8)).save(folder / 'gray.png')
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)])).save(folder / 'rgba.png')
+    data = src[1].read_bytes()
+    (folder / '0_corrupt.jpg').write_bytes(data[:len(data) // 3])
+    (folder / '0_text.png').write_text('hello')
+    (folder / 'README.txt').write_text('not an image')
+    return folder
+
+
+def test_python_m_help():
+    proc = subprocess.run([sys.executable, '-m', 'declip_mm', '--help'], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    for command in ('segment', 'detect', 'features', 'serve'):
+        assert command in proc.stdout
+
+
+def test_segment_writes_results_and_skips_bad_files(photos, tmp_path, capsys):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'mine.txt').write_text('kept')
+    torch.manual_seed(0)
+    code = main(['segment', str(photos), '--vocab', 'cat,dog,sofa; couch', '--background', 'background',
+                 '--out', str(out), '--device', 'cpu', '--precision', 'fp32', '--quiet'])
+    err = capsys.readouterr().err
+    assert code == 1                                                      # something was skipped
+    assert 'skipped' in err and '0_corrupt.jpg' in err and '0_text.png' in err and '4 processed, 2 skipped' in err
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['counts'] == dict(processed=4, skipped=2)
+    assert {Path(s['source']).name for s in summary['skipped']} == {'0_corrupt.jpg', '0_text.png'}
+    assert summary['settings']['background'] == 'background' and summary['settings']['bg_thresh'] == 0.2
+    assert (out / 'mine.txt').read_text() == 'kept'
+    names = sorted(e['name'] for e in summary['processed'])
+    assert names == ['2011_000003', '2011_000006', 'gray', 'rgba']
+    # the files of one image against the API on the same weights
+    torch.manual_seed(0)
+    seg = OpenVocabSegmenter('DeCLIP-Tiny-ViT-16', precision='fp32')
+    res = seg(str(photos / '2011_000006.jpg'), 'cat,dog,sofa; couch', background='background')
+    labels = np.array(Image.open(out / '2011_000006_labels.png'))
+    assert labels.shape == res.labels.shape and (labels == res.labels).all()
+    scores = json.loads((out / '2011_000006.json').read_text())
+    assert scores['class_names'] == ['cat', 'dog', 'sofa', 'background'] and scores['background'] == 'background'
+    assert scores['scores']['dog']['area'] == pytest.approx(res.areas()['dog'])
+    overlay = Image.open(out / '2011_000006_overlay.png')
+    assert overlay.size[0] == labels.shape[1] and overlay.size[1] > labels.shape[0]
+    assert np.array(Image.open(out / 'gray_labels.png')).shape == np.array(Image.open(photos / 'gray.png')).shape
+
+    # a second run into the same folder keeps the first run's files
+    torch.manual_seed(0)
+    assert main(['segment', str(photos / '2011_000003.jpg'), '--vocab', 'cat', '--out', str(out), '--quiet',
+                 '--device', 'cpu']) == 0
+    assert (out / 'rgba_labels.png').is_file() and (out / 'gray.json').is_file()
+    one = json.loads((out / '2011_000003.json').read_text())              # a one-word vocabulary
+    assert one['class_names'] == ['cat'] and one['background'] is None
+    assert (np.array(Image.open(out / '2011_000003_labels.png')) == 0).all()
+
+
+@pytest.mark.parametrize('vocab, message', [
+    ('', 'empty'), ('cat,dog,cat', "'cat' is given twice"), ('sofa; couch,couch', 'twice'),
+    ('my_classes.txt', 'vocabulary file not found')])
+def test_vocabulary_errors(vocab, message, photos, tmp_path, capsys):
+    code = main(['segment', str(photos), '--vocab', vocab, '--out', str(tmp_path / 'o'), '--quiet'])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and 'Traceback' not in err
+    assert not (tmp_path / 'o').exists()                                  # checked before any work
+
+
+def test_setup_errors(photos, tmp_path, capsys):
+    cases = [
+        (['segment', str(tmp_path / 'nope'), '--vocab', 'cat'], 'no such file or folder'),
+        (['segment', str(photos), '--vocab', 'cat', '--model-name', 'EVA02-B-16'], 'needs --backbone and --text-weights'),
+        (['segment', str(photos), '--vocab', 'cat', '--device', 'cuda:7'], 'cuda'),
+        (['features', str(photos), '--model-name', 'ViT-B-16', '--backbone', str(tmp_path / 'no.pth')],
+         'weights file not found'),
+        (['detect', str(photos), '--config', str(tmp_path / 'no.py'), '--vocab', 'cat', '--random-weights'],
+         'config file not found'),
+    ]
+    for argv, message in cases:
+        code = main(argv + ['--out', str(tmp_path / 'o'), '--quiet'])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, (argv, err)
+
+
+def test_segment_a_video(tmp_path, capsys):
+    video = write_video(tmp_path / 'clip.avi', frames=12, fps=4.0, size=(96, 64))
+    torch.manual_seed(0)
+    assert main(['segment', str(video), '--vocab', 'cat,dog', '--fps', '2', '--out', str(tmp_path / 'o'),
+                 '--quiet', '--device', 'cpu']) == 0
+    summary = json.loads((tmp_path / 'o/summary.json').read_text())
+    assert [(e['name'], e['frame']) for e in summary['processed']] == [('clip_f000000', 0), ('clip_f000002', 2),
+                                                                       ('clip_f000004', 4), ('clip_f000006', 6),
+                                                                       ('clip_f000008', 8), ('clip_f000010', 10)]
+    assert np.array(Image.open(tmp_path / 'o/clip_f000004_labels.png')).shape == (64, 96)
+
+
+def test_features(photos, tmp_path, sample_root):
+    good = [str(photos / '2011_000003.jpg'), str(photos / 'gray.png')]
+    masks = tmp_path / 'masks'
+    masks.mkdir()
+    ids = np.zeros(np.array(Image.open(photos / 'gray.png')).shape, np.uint8)
+    ids[:100] = 3
+    ids[200:] = 7
+    Image.fromarray(ids).save(masks / 'gray.png')
+    (tmp_path / 'boxes.json').write_text(json.dumps({'2011_000003.jpg': [[10, 20, 200, 300], [0, 0, 50, 50]]}))
+    video = write_video(tmp_path / 'clip.avi', frames=8, fps=4.0, size=(96, 64))
+    out = tmp_path / 'f'
+    torch.manual_seed(0)
+    code = main(['features', *good, str(video), '--out', str(out), '--long-side', '224', '--boxes',
+                 str(tmp_path / 'boxes.json'), '--masks', str(masks), '--fps', '2', '--quiet', '--device', 'cpu',
+                 '--precision', 'fp32', '--batch-size', '3'])
+    assert code == 0
+    dense = np.load(out / '2011_000003.npy')
+    assert dense.shape == (32, 10, 14) and np.allclose(np.linalg.norm(dense, axis=0), 1, atol=1e-5)
+    assert np.load(out / '2011_000003_boxes.npy').shape == (2, 32)
+    assert np.load(out / 'gray_masks.npy').shape == (2, 32)
+    meta = json.loads((out / 'gray.json').read_text())
+    assert meta['mask_ids'] == [3, 7] and meta['stride'] == 16
+    frames = np.load(out / 'clip.npy')
+    clip = json.loads((out / 'clip.json').read_text())
+    assert frames.shape == (4, 32, 10, 14) and clip['frames'] == [0, 2, 4, 6]
+    # against the API with the same weights, raw and as .pt
+    from declip_mm.apis import DenseFeatureExtractor
+    torch.manual_seed(0)
+    fx = DenseFeatureExtractor('DeCLIP-Tiny-ViT-16', precision='fp32', long_side=224)
+    ref = fx(photos / '2011_000003.jpg').normalized().numpy()
+    assert np.allclose(dense, ref, atol=1e-5)
+    torch.manual_seed(0)
+    assert main(['features', good[0], '--out', str(out / 'pt'), '--long-side', '224', '--format', 'pt', '--raw',
+                 '--quiet', '--device', 'cpu', '--precision', 'fp32']) == 0
+    raw = torch.load(out / 'pt/2011_000003.pt')
+    assert torch.allclose(raw, fx(photos / '2011_000003.jpg').map, atol=1e-5)
+
+
+def test_detect(photos, tmp_path):
+    config = tiny_fvit_config(tmp_path)
+    torch.manual_seed(0)
+    code = main(['detect', str(photos), '--config', str(config), '--vocab', 'person,cat', '--random-weights',
+                 '--score-thr', '0.0', '--out', str(tmp_path / 'd'), '--quiet', '--device', 'cpu'])
+    assert code == 1                                                      # the two bad files
+    summary = json.loads((tmp_path / 'd/summary.json').read_text())
+    assert summary['counts'] == dict(processed=4, skipped=2)
+    dets = json.loads((tmp_path / 'd/2011_000003.json').read_text())
+    assert dets['class_names'] == ['person', 'cat'] and len(dets['detections']) > 0
+    assert all(d['label'] in ('person', 'cat') and len(d['box_xyxy']) == 4 for d in dets['detections'])
+    assert Image.open(tmp_path / 'd/2011_000003_overlay.png').size == Image.open(photos / '2011_000003.jpg').size
+
+
+def test_serve_hands_over_to_the_web_app(monkeypatch):
+    seen = []
+    fake = types.ModuleType('declip_mm.apis.web_app')
+    fake.main = lambda argv: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, 'declip_mm.apis.web_app', fake)
+    import declip_mm.apis
+    monkeypatch.setattr(declip_mm.apis, 'web_app', fake, raising=False)
+    assert main(['serve', '--port', '7861']) == 0 and seen == [['--port', '7861']]

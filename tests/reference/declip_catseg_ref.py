@@ -37,6 +37,7 @@ EVA_CLIP_PARAM_PATTERNS, OPENAI_CLIP_PARAM_PATTERNS, clip_parameter_names   [DB]
                                           [DM] transformer.py; [CS] third_party/model_vpt.py
 trainable                                 [DB] cat_seg_model.py CATSeg.frozen_backbone; [CS] cat_seg_model.py
 lr_multiplier, weight_decay               [DB] train_net.py Trainer.build_optimizer
+lr_at                                     [CS] configs/config.yaml (WarmupCosineLR, WARMUP_ITERS 0), detectron2
 rope_cos_sin                              [DM] rope.py VisionRotaryEmbeddingFast (__init__ / recalculate)
 resize_pos_embed                          [DB] eva_vit_model.py rescale_positional_embedding
 eva_block                                 [DB] eva_vit_model.py Block.forward + Attention.forward (subln, rope)
@@ -217,6 +218,12 @@ def weight_decay(module_type: str, param_name: str = '') -> float:
 
 
 GRAD_CLIP = dict(type='full_model', max_norm=0.01, norm_type=2.0)  # clip_grad_norm_ over all trainable params
+
+
+def lr_at(iteration: int, base_lr: float = BASE_LR, max_iter: int = 80000) -> float:
+    """detectron2 WarmupCosineLR with WARMUP_ITERS 0 and BASE_LR_END 0 ([CS] configs/config.yaml; d2
+    build_lr_scheduler -> CosineParamScheduler(1, 0)): base_lr * (1 + cos(pi * t / max_iter)) / 2."""
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * iteration / max_iter))
 
 # --------------------------------------------------------------------------------------------------------------
 # b) EVA dense features (encode_dense(normalize=True, keep_shape=False, mode='csa'))
@@ -426,6 +433,7 @@ _COMMON = dict(
     feature_resolution=(24, 24), window_size=12, num_layers=2, num_heads=4, hidden_dim=128,
     decoder_dims=(64, 32), decoder_guidance_dims=(256, 128), decoder_guidance_proj_dims=(32, 16),
     text_guidance_proj_dim=128, appearance_guidance_proj_dim=128, attention_type='linear',
+    pad_len=256, prompt_channels=1,  # [CS] model.py Aggregator defaults (no yaml sets pad_len); P = 1 template
     prompt_template=PROMPT_TEMPLATE, prompt_ensemble='single', first_synonym_only=True,
     text_features='L2-normalised encode_text, recomputed each step, (K,1,C) repeated over the batch',
     dense_mode='csa', attn_scale=1.0, dense_l2_normalised=True, drop_cls_in_head=False,

@@ -280,3 +280,79 @@ model = dict(backbone=dict(model_name='{TINY}', out_indices=(0, 1)), text_model=
     torch.save({'model': d2}, tmp_path / 'bad.pth')
     with pytest.raises(KeyError, match='sem_seg_head.predictor.extra.weight'):
         convert(str(tmp_path / 'bad.pth'), str(tmp_path / 'x.pth'), str(tmp_path / 'cfg.py'))
+
+
+def test_metrics_table_round_trips_exact_keys():
+    """tools/test.py prints the metrics as a table; tools/eval_benchmarks.py reads back exactly the suite's key
+    (d2/mIoU for CAT-Seg, never mmseg's mIoU beside it), from the last table printed."""
+    from declip_mm.engine.runner_setup import metrics_table, read_metrics_table
+    metrics = {'aAcc': np.float32(80.12), 'mIoU': 11.5, 'd2/mIoU': 42.17, 'd2/fwIoU': 1 / 3}
+    log = 'noise | a | b |\n' + metrics_table({'mIoU': 1.0}) + '\nmore log\n' + metrics_table(metrics) + '\nbye\n'
+    assert read_metrics_table(log) == {k: float(v) for k, v in metrics.items()}
+    assert read_metrics_table(log)['d2/mIoU'] == 42.17 and read_metrics_table(log)['mIoU'] == 11.5
+    assert read_metrics_table('mIoU: 12.0') == {}
+
+
+@pytest.mark.slow
+def test_catseg_suite_writes_the_six_benchmark_table(sample_root, tmp_path):
+    """tools/eval_benchmarks.py --suite catseg runs tools/test.py on each test config (a tiny CAT-Seg on the sample
+    VOC photos as 'voc20'; the other five missing) and writes the table with the paper's row."""
+    import json
+    import os
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parents[1]
+    cfgs = tmp_path / 'cfgs'
+    cfgs.mkdir()
+    names = ['background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
+             'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor']
+    (cfgs / 'tiny_voc20.py').write_text(f'''
+_base_ = ['{repo}/configs/catseg/catseg_declip-eva02-b16_test-voc20.py']
+names = {names!r}
+model = dict(backbone=dict(model_name='{TINY}', pretrained=None, out_indices=(0, 1), input_size=128),
+             text_model='{TINY}', text_pretrained=None, class_names=names, test_class_names=names,
+             clip_resolution=128, test_cfg=dict(out_res=192, kernel=128, overlap=0.5),
+             aggregator=dict(text_dim=32, appearance_dim=32, feature_size=8, window=4, pad_len=32),
+             data_preprocessor=dict(size=(128, 128)))
+test_dataloader = dict(num_workers=0, dataset=dict(_delete_=True, type='LabelFolderSegDataset',
+    data_root='{sample_root / "voc"}', vocabulary=names, test_mode=True,
+    data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
+    pipeline=[dict(type='LoadImageFromFile'), dict(type='Resize', scale=(800, 192), keep_ratio=True),
+              dict(type='LoadAnnotations'), dict(type='PackSegInputs')]))
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+''')
+    out = tmp_path / 'out'
+    proc = subprocess.run([sys.executable, str(repo / 'tools/eval_benchmarks.py'), 'none', '--suite', 'catseg',
+                           '--configs-dir', str(cfgs), '--prefix', 'tiny_', '--out', str(out)],
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(repo)))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    summary = json.loads((out / 'summary.json').read_text())
+    assert list(summary['results']) == ['ade847', 'pc459', 'ade150', 'pc59', 'voc20', 'voc20b']
+    voc20 = summary['results']['voc20']
+    assert voc20['status'] == 'ok' and voc20['metric'] == 'd2/mIoU' and 0 <= voc20['value'] <= 100
+    # the value is the one mmengine logged for d2/mIoU in tools/test.py's own work dir
+    logs = ''.join(p.read_text() for p in (out / 'voc20').rglob('*.log'))
+    assert f"d2/mIoU: {voc20['value']:.4f}" in logs
+    assert all(summary['results'][b]['status'].startswith('missing config')
+               for b in ['ade847', 'pc459', 'ade150', 'pc59', 'voc20b'])
+    table = (out / 'summary.md').read_text()
+    assert f"| ours | n/a | n/a | n/a | n/a | {voc20['value']:.1f} | n/a | {voc20['value']:.1f} (partial) |" in table
+    assert '| DeCLIP paper (EVA02-B/16) | 15.2 | 21.5 | 36.6 | 60.9 | 96.7 | 81.5 | 52.1 |' in table
+
+
+@pytest.mark.parametrize('bench', ['ade847', 'pc459', 'ade150', 'pc59', 'voc20', 'voc20b'])
+def test_l14_test_configs_are_the_b16_protocol_on_the_l14_model(bench):
+    """Each L/14-336 test config = the B/16 test config's data, vocabulary and metric on the L/14 training config's
+    model (blocks 7/15, CLIP at 336)."""
+    from mmengine.config import Config
+    root = Path(__file__).resolve().parents[1] / 'configs/catseg'
+    b16 = Config.fromfile(str(root / f'catseg_declip-eva02-b16_test-{bench}.py'))
+    l14 = Config.fromfile(str(root / f'catseg_declip-eva02-l14-336_test-{bench}.py'))
+    l14_train = Config.fromfile(str(root / 'catseg_declip-eva02-l14-336_coco-stuff-336_80k.py'))
+    assert l14.test_dataloader.dataset == b16.test_dataloader.dataset
+    assert l14.test_evaluator == b16.test_evaluator
+    assert l14.model.test_class_names == b16.model.test_class_names
+    assert {k: v for k, v in l14.model.items() if k != 'test_class_names'} == \
+        {k: v for k, v in l14_train.model.items() if k != 'test_class_names'}
+    assert l14.model.backbone.model_name == 'EVA02-L-14-336' and tuple(l14.model.backbone.out_indices) == (7, 15)
+    assert l14.model.clip_resolution == 336

@@ -269,9 +269,10 @@ env_cfg = dict(dist_cfg=dict(backend='gloo'))
                           env=dict(os.environ, PYTHONPATH=str(repo)))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     summary = json.loads((tmp_path / 'out' / 'summary.json').read_text())
-    assert summary['results']['voc21']['status'] == 'ok' and 0 <= summary['results']['voc21']['mIoU'] <= 100
+    voc21 = summary['results']['voc21']
+    assert voc21['status'] == 'ok' and voc21['metric'] == 'mIoU' and 0 <= voc21['value'] <= 100
     assert summary['results']['ade20k']['status'].startswith('missing config')
-    assert summary['complete'] is False and summary['average'] == summary['results']['voc21']['mIoU']
+    assert summary['complete'] is False and summary['average'] == voc21['value']
     assert '(partial)' in (tmp_path / 'out' / 'summary.md').read_text()
 
 

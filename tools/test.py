@@ -18,7 +18,7 @@ import argparse
 import os.path as osp
 
 import declip_mm  # noqa: F401  (registers declip_mm modules; torch>=2.6 checkpoint loading)
-from declip_mm.engine.runner_setup import add_common_args, attach_checkpoint, build_runner, load_config
+from declip_mm.engine.runner_setup import add_common_args, attach_checkpoint, build_runner, load_config, metrics_table
 
 
 HOW = {'backbone': "a DeCLIPViT checkpoint (its stored mode and scale, unless the config sets them)",
@@ -54,7 +54,8 @@ def main():
             raise SystemExit(f'--out must end with .pkl or .pickle, got {args.out}')
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
         cfg.test_evaluator = [*evaluators, dict(type='DumpResults', out_file_path=args.out)]
-    build_runner(cfg).test()
+    metrics = build_runner(cfg).test()
+    print(f'\n{args.config}\n{metrics_table(metrics)}', flush=True)
 
 
 if __name__ == '__main__':

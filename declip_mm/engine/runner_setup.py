@@ -118,3 +118,32 @@ def attach_checkpoint(cfg: Config, checkpoint: str) -> str:
     raise ValueError(
         f'{checkpoint} matches neither this model (no keys under {sorted(submodules)}) nor a CLIP weights file '
         f"for a DeCLIPViT backbone (keys 'visual.*'); its first keys: {keys[:5]}")
+
+
+def metrics_table(metrics: dict) -> str:
+    """The metrics ``Runner.test()`` returns as a two-column markdown table (full precision), which
+    tools/eval_benchmarks.py reads back with ``read_metrics_table``."""
+    def cell(v):
+        try:
+            return repr(float(v))       # numpy scalars too, at full precision
+        except (TypeError, ValueError):
+            return str(v)
+    rows = ['| metric | value |', '|---|---|'] + [f'| {k} | {cell(v)} |' for k, v in metrics.items()]
+    return '\n'.join(rows)
+
+
+def read_metrics_table(text: str) -> dict:
+    """The {metric: float} of the last table ``metrics_table`` printed in ``text`` ({} if none)."""
+    blocks = text.split('| metric | value |')
+    if len(blocks) < 2:
+        return {}
+    found = {}
+    for line in blocks[-1].splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip('|').split('|')]
+        if not line.startswith('|') or len(cells) != 2:
+            break
+        try:
+            found[cells[0]] = float(cells[1])
+        except ValueError:
+            continue
+    return found

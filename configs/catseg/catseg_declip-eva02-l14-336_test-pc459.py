@@ -1,0 +1,6 @@
+# CAT-Seg + DeCLIP EVA02-L/14-336 on pc459: CAT-Seg's protocol (640 x 640, four 384 windows + the global view, CLIP at
+# 336, pooling 1 x 1, detectron2 mIoU). python tools/test.py configs/catseg/catseg_declip-eva02-l14-336_test-pc459.py CHECKPOINT
+_base_ = ['./catseg_declip-eva02-l14-336_coco-stuff-336_80k.py']
+model = dict(test_class_names={{_base_.test_vocabularies.pc459}})
+test_dataloader = dict(dataset={{_base_.benchmarks.pc459}})
+test_evaluator = {{_base_.evaluators.pc459}}

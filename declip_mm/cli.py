@@ -32,6 +32,15 @@ class Skipped(NamedTuple):
     source: str
     reason: str
 
+    @classmethod
+    def of(cls, source: str, error: Exception) -> 'Skipped':
+        """The reason without the file name that input errors start with (the source holds it)."""
+        reason = str(error)
+        for prefix in (f'{source}: ', f'{Path(source)}: '):
+            if reason.startswith(prefix):
+                reason = reason[len(prefix):]
+        return cls(source, reason)
+
 
 # ---------------------------------------------------------------------- arguments
 def _common(p: argparse.ArgumentParser, weights: bool = True, text: bool = True) -> None:
@@ -114,12 +123,12 @@ def iter_inputs(files: List[Path], fps: float, taken: set) -> Iterator[Union['In
                 for index, t, frame in video_frames(path, fps):
                     yield InputItem(f'{stem}_f{index:06d}', frame, str(path), index, t)
             except InputError as err:
-                yield Skipped(str(path), str(err))
+                yield Skipped.of(str(path), err)
             continue
         try:
             image = load_image(path)
         except InputError as err:
-            yield Skipped(str(path), str(err))
+            yield Skipped.of(str(path), err)
             continue
         yield InputItem(unique_name(path.stem, taken), image, str(path))
 
@@ -218,8 +227,9 @@ def run_items(args, writer: Writer, desc: str, handle) -> int:
             try:
                 entry = handle(item)
             except (InputError, MemoryError, torch.cuda.OutOfMemoryError) as err:
-                skipped = Skipped(item.source if item.frame is None else f'{item.source} frame {item.frame}',
-                                  f'{type(err).__name__}: {err}' if not isinstance(err, InputError) else str(err))
+                source = item.source if item.frame is None else f'{item.source} frame {item.frame}'
+                skipped = Skipped.of(source, err if isinstance(err, InputError) else
+                                     RuntimeError(f'{type(err).__name__}: {err}'))
                 report(f'declip-mm: skipped {skipped.source}: {skipped.reason}', bar)
                 writer.skip(skipped)
             else:
@@ -411,8 +421,9 @@ def features_of_videos(args, fx, writer: Writer, videos: List[Path], store) -> i
                     bar.update(1)
             maps = fx.video(frames)
         except (InputError, ValueError, MemoryError) as err:
-            report(f'declip-mm: skipped {path}: {err}')
-            writer.skip(Skipped(str(path), str(err)))
+            skipped = Skipped.of(str(path), err)
+            report(f'declip-mm: skipped {path}: {skipped.reason}')
+            writer.skip(skipped)
             failed = True
             continue
         entry = dict(name=name, source=str(path), files=dict(features=store(name, maps)), frames=index, times=times,

@@ -268,3 +268,13 @@ def test_detector_refuses_a_backbone_only_checkpoint(detector_config, tmp_path):
     DeCLIPViT(model_name=TINY_EVA).save_checkpoint(str(path))
     with pytest.raises(ValueError, match='trained heads'):
         OpenVocabDetector(detector_config, str(path))
+
+
+def test_random_towers_of_a_real_model_are_announced(capfd):
+    from declip_mm.apis.random_weights import warn_if_random
+    capfd.readouterr()
+    warn_if_random('EVA02-B-16', backbone='x.pth', text_weights=None)
+    warn_if_random(TINY, backbone=None, text_weights=None)                # the tiny presets are random by design
+    out = capfd.readouterr()
+    lines = [ln for ln in (out.out + out.err).splitlines() if 'RANDOMLY' in ln]
+    assert len(lines) == 1 and 'EVA02-B-16: text_weights not given' in lines[0]

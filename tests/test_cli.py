@@ -28,8 +28,8 @@ def embedding_cache(tmp_path_factory):
 
 @pytest.fixture
 def photos(sample_root, tmp_path):
-    """A folder: 2 sample photos, a grayscale and an RGBA one, a corrupt JPEG and a text file named .png (sorted
-    first, so the good ones come after them), and a note that is not an input."""
+    """A folder: 2 sample photos, a grayscale and an RGBA one; a corrupt JPEG, a text file named .png and an 80:1
+    strip (sorted first, so the good ones come after them); a note that is not an input."""
     folder = tmp_path / 'in'
     folder.mkdir()
     src = sorted((sample_root / 'voc/JPEGImages').glob('*.jpg'))[:2]
@@ -41,6 +41,7 @@ def photos(sample_root, tmp_path):
     data = src[1].read_bytes()
     (folder / '0_corrupt.jpg').write_bytes(data[:len(data) // 3])
     (folder / '0_text.png').write_text('hello')
+    Image.fromarray(rgb[:5, :400]).save(folder / '1_strip.png')           # 80:1, above the 64:1 limit
     (folder / 'README.txt').write_text('not an image')
     return folder
 
@@ -61,10 +62,13 @@ def test_segment_writes_results_and_skips_bad_files(photos, tmp_path, capsys):
                  '--out', str(out), '--device', 'cpu', '--precision', 'fp32', '--quiet'])
     err = capsys.readouterr().err
     assert code == 1                                                      # something was skipped
-    assert 'skipped' in err and '0_corrupt.jpg' in err and '0_text.png' in err and '4 processed, 2 skipped' in err
+    assert '4 processed, 3 skipped' in err
+    for name, reason in (('0_corrupt.jpg', 'cannot decode'), ('0_text.png', 'not an image'),
+                         ('1_strip.png', 'image is 5 x 400 pixels, an aspect ratio of 80:1')):
+        assert f'skipped {photos / name}: {reason}' in err
     summary = json.loads((out / 'summary.json').read_text())
-    assert summary['counts'] == dict(processed=4, skipped=2)
-    assert {Path(s['source']).name for s in summary['skipped']} == {'0_corrupt.jpg', '0_text.png'}
+    assert summary['counts'] == dict(processed=4, skipped=3)
+    assert {Path(s['source']).name for s in summary['skipped']} == {'0_corrupt.jpg', '0_text.png', '1_strip.png'}
     assert summary['settings']['background'] == 'background' and summary['settings']['bg_thresh'] == 0.2
     assert (out / 'mine.txt').read_text() == 'kept'
     names = sorted(e['name'] for e in summary['processed'])
@@ -173,9 +177,9 @@ def test_detect(photos, tmp_path):
     torch.manual_seed(0)
     code = main(['detect', str(photos), '--config', str(config), '--vocab', 'person,cat', '--random-weights',
                  '--score-thr', '0.0', '--out', str(tmp_path / 'd'), '--quiet', '--device', 'cpu'])
-    assert code == 1                                                      # the two bad files
+    assert code == 1                                                      # the three bad files
     summary = json.loads((tmp_path / 'd/summary.json').read_text())
-    assert summary['counts'] == dict(processed=4, skipped=2)
+    assert summary['counts'] == dict(processed=4, skipped=3)
     dets = json.loads((tmp_path / 'd/2011_000003.json').read_text())
     assert dets['class_names'] == ['person', 'cat'] and len(dets['detections']) > 0
     assert all(d['label'] in ('person', 'cat') and len(d['box_xyxy']) == 4 for d in dets['detections'])

@@ -254,3 +254,11 @@ def test_segmentation_input_size_rules():
         segmentation_input_size(10, 1000)
     assert output_size(3000, 4000, 4_000_000) == (1732, 2309)
     assert output_size(300, 400, 4_000_000) == (300, 400) and output_size(3000, 4000, 0) == (3000, 4000)
+
+
+def test_output_size_respects_the_memory_budget():
+    from declip_mm.apis.image_size import MAX_OUTPUT_VALUES
+    h, w = output_size(3000, 4000, 4_000_000, channels=300)                 # 300 queries: 0.89 MP
+    assert h * w <= MAX_OUTPUT_VALUES // 300 and abs(h / w - 0.75) < 0.01
+    assert output_size(3000, 4000, 4_000_000, channels=3) == (1732, 2309)
+    assert output_size(3000, 4000, 0, channels=300) == (3000, 4000)

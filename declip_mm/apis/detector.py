@@ -23,6 +23,7 @@ import torch
 from .image_size import MAX_ASPECT, check_aspect
 from .inputs import as_rgb_image
 from .precision import autocast, check_device, resolve_precision
+from .random_weights import warn_if_random
 from .vocabulary import Vocabulary, parse_vocabulary
 
 
@@ -100,7 +101,7 @@ class OpenVocabDetector:
         self.max_aspect = max_aspect
         head = model.roi_head.bbox_head
         self.base_names = self._base_classes(head) if base_classes is None else [str(c) for c in base_classes]
-        self.bg_weight = 1.0
+        warn_if_random(model.backbone.model_name, text_weights=text_weights, checkpoint=checkpoint)
         self.text_encoder = MODELS.build(dict(type='OpenCLIPTextEncoder', model_name=model.backbone.model_name,
                                               pretrained=text_weights, templates='vild', synonym_reduce='mean'))
         self.text_encoder.to(self.device)

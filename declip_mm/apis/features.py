@@ -24,6 +24,7 @@ from .image_size import MAX_ASPECT, check_aspect, rescaled
 from .inputs import as_rgb_image, to_rgb_uint8
 from .open_vocab import SEG_MEAN, SEG_STD
 from .precision import autocast, check_device, resolve_precision
+from .random_weights import warn_if_random
 
 
 @dataclass
@@ -61,6 +62,7 @@ class DenseFeatureExtractor:
     def __init__(self, model_name: str = 'DeCLIP-Tiny-ViT-16', backbone: Optional[str] = None, device='cpu',
                  precision: str = 'auto', mode: Optional[str] = None, attn_scale=None, long_side: int = 448,
                  batch_size: int = 8, max_aspect: float = MAX_ASPECT):
+        warn_if_random(model_name, backbone=backbone)
         self._setup(dict(type='DeCLIPViT', model_name=model_name, pretrained=backbone, mode=mode,
                          attn_scale=attn_scale, trainable='none'), device, precision, long_side, batch_size, max_aspect)
 

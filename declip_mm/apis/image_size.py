@@ -11,7 +11,9 @@ Segmentation (network input, then the sliding windows tile it):
 3. an aspect ratio above ``max_aspect`` (64:1) is refused (:class:`ImageSizeError`).
 
 Outputs (labels, probabilities, the overlay) have the image's own size up to ``max_output_pixels`` (4 MP by
-default); a larger image's outputs are scaled down to that many pixels, keeping the aspect ratio.
+default) and up to ``MAX_OUTPUT_VALUES`` / (number of text queries) pixels (the (S, H, W) query maps at the
+output size stay under 1 GiB: about 1.3 MP for ADE-150's queries); a larger image's outputs are scaled down to
+that many pixels, keeping the aspect ratio. ``max_output_pixels=0`` turns both caps off.
 """
 import math
 from typing import Tuple
@@ -20,6 +22,7 @@ from .inputs import InputError
 
 MAX_ASPECT = 64.0
 MAX_OUTPUT_PIXELS = 4_000_000
+MAX_OUTPUT_VALUES = 2 ** 28          # float32 values of one (S, H, W) map at the output size: 1 GiB
 
 
 class ImageSizeError(InputError):
@@ -50,8 +53,11 @@ def segmentation_input_size(h: int, w: int, short_side: int = 448, max_long_side
     return rescaled(h, w, scale)
 
 
-def output_size(h: int, w: int, max_pixels: int = MAX_OUTPUT_PIXELS) -> Tuple[int, int]:
-    """(h, w) of an image -> the size of its outputs: the same, or scaled down to ``max_pixels`` (0 = no cap)."""
+def output_size(h: int, w: int, max_pixels: int = MAX_OUTPUT_PIXELS, channels: int = 1) -> Tuple[int, int]:
+    """(h, w) of an image -> the size of its outputs: the same, or scaled down to ``max_pixels`` and to
+    ``MAX_OUTPUT_VALUES / channels`` pixels (``max_pixels`` 0 = no cap at all)."""
+    if max_pixels:
+        max_pixels = min(max_pixels, MAX_OUTPUT_VALUES // max(1, channels))
     if not max_pixels or h * w <= max_pixels:
         return h, w
     scale = math.sqrt(max_pixels / (h * w))

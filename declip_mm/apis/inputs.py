@@ -89,7 +89,9 @@ def load_image(path: Union[str, Path]) -> np.ndarray:
         raise InputError(f'{path}: no such file') from err
     except UnidentifiedImageError as err:
         raise InputError(f'{path}: not an image file PIL can read (corrupt or unknown format)') from err
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:
+        raise InputError(f'{path}: {err} Raise PIL.Image.MAX_IMAGE_PIXELS to read it anyway') from err
+    except (OSError, SyntaxError, ValueError) as err:
         raise InputError(f'{path}: cannot decode the image ({err})') from err
 
 

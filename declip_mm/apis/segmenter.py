@@ -21,6 +21,7 @@ from .image_size import MAX_ASPECT, MAX_OUTPUT_PIXELS, output_size, segmentation
 from .inputs import as_rgb_image
 from .open_vocab import SEG_MEAN, SEG_STD, build_segmentor, overlay
 from .precision import autocast, check_device, resolve_precision
+from .random_weights import warn_if_random
 from .vocabulary import Vocabulary, parse_vocabulary
 
 VocabularySpec = Union[str, Sequence[str], Vocabulary]
@@ -106,6 +107,7 @@ class OpenVocabSegmenter:
                  stride: int = 112, short_side: int = 448, max_long_side: int = 4096, min_short_side: int = 224,
                  max_aspect: float = MAX_ASPECT, max_output_pixels: int = MAX_OUTPUT_PIXELS,
                  templates: Union[str, Sequence[str]] = 'imagenet80', **segmentor_kwargs):
+        warn_if_random(model_name, backbone=backbone, text_weights=text_weights)
         backbone_cfg = dict(type='DeCLIPViT', model_name=model_name, pretrained=backbone, attn_scale=attn_scale,
                             trainable='none')
         text_cfg = dict(type='OpenCLIPTextEncoder', model_name=model_name, pretrained=text_weights,
@@ -223,7 +225,7 @@ class OpenVocabSegmenter:
             return [self(im) for im in image]
         rgb = as_rgb_image(image)
         h, w = rgb.shape[:2]
-        out_h, out_w = output_size(h, w, self.max_output_pixels)
+        out_h, out_w = output_size(h, w, self.max_output_pixels, channels=len(self.model.text_embeddings))
         labels, probs, in_hw = self.predict_probs(rgb, (out_h, out_w))
         if (out_h, out_w) != (h, w):
             import mmcv

@@ -1,0 +1,18 @@
+"""A warning, never silence, when a user-facing model runs with randomly initialised towers."""
+import logging
+
+from mmengine.logging import print_log
+
+from ..models.presets import TINY_MODELS
+
+
+def warn_if_random(model_name: str, **weights) -> None:
+    """Log a warning naming each of ``weights`` (argument name -> value) that is None for a real (non-tiny)
+    open_clip model: its tower is random and the results are meaningless."""
+    if model_name in TINY_MODELS:
+        return
+    missing = [name for name, value in weights.items() if value is None]
+    if missing:
+        print_log(f"{model_name}: {', '.join(missing)} not given, so those towers are RANDOMLY initialised and the "
+                  'results are meaningless (pass the weights; see docs/inference.md)', logger='current',
+                  level=logging.WARNING)

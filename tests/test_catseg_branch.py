@@ -260,8 +260,6 @@ def test_prompts_are_the_first_synonym_in_the_single_template(tmp_path):
         assert model.text_embeddings(model.class_names) is model.text_embeddings(model.class_names)   # eval cache
 
 
-@pytest.mark.xfail(strict=True, reason='a class list given directly keeps "a, b" whole; the branch\'s get_text_embeds '
-                                       'splits every class text and keeps the first synonym (ours only for json files)')
 def test_a_list_vocabulary_also_uses_the_first_synonym():
     raw = ['building, edifice', 'sky']
     model = tiny_catseg(names=raw)
@@ -323,8 +321,6 @@ def test_configs_are_the_branchs_yamls(clip):
     assert tuple(resize['scale']) == (want['test_max_size'], want['test_min_size']) and resize['keep_ratio']
 
 
-@pytest.mark.xfail(strict=True, reason='IMS_PER_BATCH 4 is the TOTAL batch in detectron2 (4 GPUs x 1); our config '
-                                       'sets 4 per GPU and documents launching it on 4 GPUs: 16 images per iteration')
 def test_the_documented_launch_trains_with_a_total_batch_of_four():
     from mmengine.config import Config
     path = REPO / TRAIN_CONFIGS['EVA02-CLIP-B-16']

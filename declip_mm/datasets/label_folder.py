@@ -14,11 +14,11 @@ CATSEG_CLASS_DIR = Path(__file__).resolve().parent / 'catseg_classes'
 
 
 def catseg_vocabulary(spec: Union[str, Sequence[str]]) -> List[str]:
-    """CAT-Seg's vocabularies: a list, a json list of names (synonyms ', '-separated; the FIRST is used, as CAT-Seg's
-    ``get_text_embeds``), or a bundled json: 'coco' (171, training), 'ade150', 'ade847', 'pc59', 'pc459', 'voc20',
+    """CAT-Seg's vocabularies: a list or a json list of names (synonyms ', '-separated; the FIRST is used, whatever
+    the source, as DeCLIP_CATSeg's ``get_text_embeds``), or a bundled json: 'coco' (171, training), 'ade150', 'ade847', 'pc59', 'pc459', 'voc20',
     'voc20b' (``catseg_classes/``, CAT-Seg @6d3a188 ``datasets/*.json``)."""
     if not isinstance(spec, str):
-        return list(spec)
+        return [name.split(', ')[0] for name in spec]
     path = Path(spec)
     if not path.is_file():
         path = CATSEG_CLASS_DIR / f'{spec}.json'

@@ -11,8 +11,10 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs'),
 ]
+# batch: detectron2's IMS_PER_BATCH 4 is the TOTAL over GPUs (DeCLIP_CATSeg eva_vit*.yaml @06262d4: 4 GPUs x 1), so
+# 1 per process, launched on 4 processes (tools/dist_train.sh CONFIG 4); on one GPU: train_dataloader.batch_size=4.
 train_dataloader = dict(
-    batch_size=4, num_workers=4, persistent_workers=True,
+    batch_size=1, num_workers=4, persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(type='LabelFolderSegDataset', data_root=data_root, vocabulary='coco',
                  data_prefix=dict(img_path='images/train2017', seg_map_path='annotations_detectron2/train2017'),

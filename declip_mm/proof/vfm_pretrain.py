@@ -1,0 +1,215 @@
+"""The proof's label-free context teacher: a tiny DINOv2-architecture ViT (timm's ``vit_small_patch14_reg4_dinov2``
+family, 4 registers, shrunk through ``model_kwargs``) trained self-supervised on the world's train images only.
+It never sees a label or a caption; labels are read only afterwards, by the k-NN probe of its report.
+
+Objective: dense contrastive learning between two augmented views of an image with a known correspondence
+(the pixel-level InfoNCE of VADeR / PixPro's contrastive branch). Each view is a random square crop (0.35-1 of
+the area), flipped at random, with mild brightness/contrast jitter, blur and pixel noise; points are drawn
+in the overlap of the two crops, the backbone's final-norm patch tokens are sampled (bilinearly) at each point
+in each view, projected by a small MLP head (dropped after training) and matched by a symmetric InfoNCE loss
+over all points of the batch (the other points of the same image and of the other images are negatives).
+
+Why this objective: DeCLIP distils the teacher's patch-token affinities (which tokens attend to which), so the
+teacher's tokens must be alike within an object or region and unlike across regions. Matching a point across
+crops of different position and scale removes position as a cue (the same point sits at different token
+positions in the two views) and the photometric jitter removes exact pixel values, so the only way to tell a
+point from the other points of the image is its local appearance and context: its texture, colour and shape
+surroundings, which are shared by the pixels of one region or object and differ between regions. A DINO-style
+self-distillation needs thousands of steps and a careful centring schedule against collapse; a masked-pixel
+objective learns features that serve reconstruction of one patch, not grouping; InfoNCE cannot collapse and
+learns in the few hundred steps the 2-minute budget allows. The colour jitter is mild because colour is what
+separates regions here (DINOv2's strong jitter makes its features colour-blind by design).
+
+The weights are saved in the official DINOv2 file layout (``register_tokens``, ``mask_token``, a position table
+with a zero CLS row), so ``VFMTeacher(arch='dinov2_vits14_reg', checkpoint=path, model_kwargs=...)`` loads them
+through timm's own ``checkpoint_filter_fn``, exactly as it loads the torch-hub DINOv2 files.
+"""
+import math
+import time
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import load_split
+from .cache import cached_paths, publish, save_with_report
+from .pretrain import _cosine_lr, _progress
+from .world import read_world_params
+
+VFM_ARCH = 'dinov2_vits14_reg'
+VFM_MODEL_KWARGS = dict(img_size=96, patch_size=8, embed_dim=96, depth=4, num_heads=3, init_values=0.1)
+
+
+def timm_to_official_dinov2(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """A timm ``vit_*_reg4_dinov2`` state dict -> the official DINOv2 (torch hub) layout, the inverse of timm's
+    ``_convert_dinov2``: ``reg_token`` -> ``register_tokens``, a zero CLS row in front of ``pos_embed`` (timm's
+    ``cls_token`` already holds the CLS position), and the (unused) ``mask_token``."""
+    out = {k: v.clone() for k, v in state_dict.items() if k not in ('reg_token', 'pos_embed')}
+    if 'reg_token' not in state_dict:
+        raise KeyError('expected a timm DINOv2 model with registers (no reg_token in its state dict)')
+    out['register_tokens'] = state_dict['reg_token'].clone()
+    pos = state_dict['pos_embed']
+    out['pos_embed'] = torch.cat([pos.new_zeros(1, 1, pos.shape[-1]), pos], dim=1)
+    out['mask_token'] = pos.new_zeros(1, pos.shape[-1])
+    return out
+
+
+def _square_boxes(rng: np.random.Generator, n: int, size: int, min_area: float) -> np.ndarray:
+    sides = np.sqrt(rng.uniform(min_area, 1.0, n)) * size
+    x0, y0 = rng.uniform(0, 1, n) * (size - sides), rng.uniform(0, 1, n) * (size - sides)
+    return np.stack([x0, y0, x0 + sides, y0 + sides], 1)
+
+
+def two_views(images: torch.Tensor, rng: np.random.Generator, out_size: int, points: int, min_area: float = 0.35):
+    """uint8 (B, 3, H, W) -> two views (B, 3, S, S) in 0..1 and the point coordinates (B, P, 2) of the same image
+    points in each view, in grid_sample's [-1, 1] (x, y) convention."""
+    from torchvision.ops import roi_align
+    b, _, h, _ = images.shape
+    boxes = [_square_boxes(rng, b, h, min_area) for _ in range(2)]
+    # the overlap must hold the points: redraw the second crop where it is too small
+    for _ in range(20):
+        lo, hi = np.maximum(boxes[0][:, :2], boxes[1][:, :2]), np.minimum(boxes[0][:, 2:], boxes[1][:, 2:])
+        bad = ((hi - lo) < 0.25 * h).any(1)
+        if not bad.any():
+            break
+        boxes[1][bad] = _square_boxes(rng, int(bad.sum()), h, min_area)
+    else:
+        boxes[1][bad] = boxes[0][bad]
+    lo, hi = np.maximum(boxes[0][:, :2], boxes[1][:, :2]), np.minimum(boxes[0][:, 2:], boxes[1][:, 2:])
+    pts = lo[:, None] + rng.uniform(0, 1, (b, points, 2)) * (hi - lo)[:, None]          # (B, P, 2) image xy
+    x = images.float() / 255
+    views, grids = [], []
+    for box in boxes:
+        rois = torch.from_numpy(np.concatenate([np.arange(b)[:, None], box], 1)).float()
+        view = roi_align(x, rois, output_size=(out_size, out_size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        rel = (pts - box[:, None, :2]) / (box[:, None, 2:] - box[:, None, :2])              # 0..1 in the crop
+        flip = rng.random(b) < 0.5
+        rel[flip, :, 0] = 1 - rel[flip, :, 0]
+        view[torch.from_numpy(flip)] = view[torch.from_numpy(flip)].flip(-1)
+        gain = torch.from_numpy(rng.uniform(0.8, 1.2, (b, 1, 1, 1))).float()
+        contrast = torch.from_numpy(rng.uniform(0.8, 1.2, (b, 1, 1, 1))).float()
+        mean = view.mean(dim=(1, 2, 3), keepdim=True)
+        view = (view - mean) * contrast + mean * gain
+        blur = torch.from_numpy(rng.random(b) < 0.3)
+        if blur.any():
+            view[blur] = F.avg_pool2d(F.pad(view[blur], (1, 1, 1, 1), mode='replicate'), 3, stride=1)
+        view = view + torch.from_numpy(rng.normal(0, 1, view.shape) * rng.uniform(0, 0.03, (b, 1, 1, 1))).float()
+        views.append(view.clamp(0, 1))
+        grids.append(torch.from_numpy(rel * 2 - 1).float())
+    return views, grids
+
+
+class DenseContrastiveHead(nn.Module):
+    """Projection head of the dense objective: (N, C) tokens -> (N, D) L2-normalised embeddings."""
+
+    def __init__(self, in_dim: int, hidden: int = 256, out_dim: int = 128):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+
+    def forward(self, x):
+        return F.normalize(self.mlp(x), dim=-1)
+
+
+def sample_tokens(model, view: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised views (B, 3, S, S), points (B, P, 2) -> final-norm patch tokens at the points (B*P, C)."""
+    tokens = model.forward_features(view)[:, model.num_prefix_tokens:]
+    b, n, c = tokens.shape
+    side = int(math.isqrt(n))
+    token_map = tokens.transpose(1, 2).reshape(b, c, side, side)
+    sampled = F.grid_sample(token_map, grid[:, :, None], mode='bilinear', align_corners=False)   # (B, C, P, 1)
+    return sampled[..., 0].transpose(1, 2).reshape(-1, c)
+
+
+def dense_infonce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE between matched rows of (N, D) normalised embeddings."""
+    logits = z1 @ z2.t() / temperature
+    target = torch.arange(len(z1))
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def vfm_teacher_cfg(checkpoint, arch: str = VFM_ARCH, model_kwargs: Optional[Dict] = None) -> Dict:
+    """The distiller's ``vfm_teacher`` config for a pretrained proof VFM."""
+    return dict(type='VFMTeacher', arch=arch, checkpoint=str(checkpoint), dtype='fp32',
+                model_kwargs=dict(model_kwargs or VFM_MODEL_KWARGS))
+
+
+def pretrain_vfm(world_root, out_path=None, steps: int = 300, batch_size: int = 32, points: int = 32,
+                 lr: float = 1e-3, weight_decay: float = 0.05, warmup: int = 30, temperature: float = 0.2,
+                 seed: int = 0, arch: str = VFM_ARCH, model_kwargs: Optional[Dict] = None,
+                 cache_dir: Optional[str] = None, progress: bool = True,
+                 probe_scenes: Optional[Tuple[int, int]] = (200, 100)) -> Tuple[Path, Dict]:
+    """Self-supervised pretraining of the context teacher on the world's train images; cached.
+
+    Returns (path of the official-layout state dict, ``vfm_teacher`` config for the distiller). The report
+    (``read_report(path)``) holds the recipe, the loss per step, the time, and the k-NN patch probe
+    (``probes.patch_knn_accuracy``, ``probe_scenes`` = (train, val) scenes) of the trained teacher and of the
+    same architecture with random weights, both loaded through ``VFMTeacher``.
+    """
+    import timm
+
+    from ..models.teachers.vfm import IMAGENET_MEAN, IMAGENET_STD, VFM_ARCHS, VFMTeacher
+    if arch not in VFM_ARCHS or not arch.endswith('_reg'):
+        raise ValueError(f"pretrain_vfm trains a DINOv2-with-registers arch (e.g. '{VFM_ARCH}'), got '{arch}'")
+    model_kwargs = dict(model_kwargs or VFM_MODEL_KWARGS)
+    recipe = dict(arch=arch, model_kwargs=model_kwargs, steps=steps, batch_size=batch_size, points=points, lr=lr,
+                  weight_decay=weight_decay, warmup=warmup, temperature=temperature, seed=seed)
+    path, out_path, hit = cached_paths('vfm', world_root, recipe, cache_dir, out_path, 'vfm.pt')
+    if hit:
+        final = publish(path, out_path)
+        return final, vfm_teacher_cfg(final, arch, model_kwargs)
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = timm.create_model(VFM_ARCHS[arch], pretrained=False, num_classes=0, **model_kwargs)
+    size = model.patch_embed.img_size[0]
+    head = DenseContrastiveHead(model.embed_dim)
+    params = [dict(params=[p for n, p in model.named_parameters() if p.ndim < 2 or 'token' in n or 'pos_embed' in n]
+                   + list(head.parameters()), weight_decay=0.0),
+              dict(params=[p for n, p in model.named_parameters()
+                           if not (p.ndim < 2 or 'token' in n or 'pos_embed' in n)], weight_decay=weight_decay)]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine_lr(s, steps, warmup))
+    images = load_split(world_root, 'train').images
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / 255
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) / 255
+    losses = []
+    start = time.perf_counter()
+    model.train()
+    bar = _progress(steps, 'pretrain VFM', progress)
+    for step in range(steps):
+        batch = images[rng.choice(len(images), batch_size, replace=len(images) < batch_size)]
+        views, grids = two_views(batch, rng, size, points)
+        z1, z2 = (head(sample_tokens(model, (v - mean) / std, g)) for v, g in zip(views, grids))
+        loss = dense_infonce(z1, z2, temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(head.parameters()), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        bar.update()
+        bar.set_postfix(loss=f'{losses[-1]:.3f}')
+    bar.close()
+    train_seconds = time.perf_counter() - start
+    state_dict = timm_to_official_dinov2({k: v.detach() for k, v in model.state_dict().items()})
+    report = dict(recipe=recipe, world=read_world_params(world_root), losses=losses, train_seconds=train_seconds,
+                  threads=torch.get_num_threads())
+    save_with_report(path, state_dict, report)
+    if probe_scenes:
+        from .probes import patch_knn_accuracy
+        grid = size // model.patch_embed.patch_size[0]
+        report['knn_probe'] = {}
+        for name, checkpoint in (('trained', path), ('random_init', None)):
+            torch.manual_seed(seed)
+            teacher = VFMTeacher(arch=arch, checkpoint=None if checkpoint is None else str(checkpoint),
+                                 model_kwargs=model_kwargs)
+            report['knn_probe'][name] = patch_knn_accuracy(
+                lambda x: teacher((F.interpolate(x.float() / 255, size=(size, size), mode='bilinear', antialias=True,
+                                                 align_corners=False) - mean) / std),
+                world_root, grid, train_scenes=probe_scenes[0], val_scenes=probe_scenes[1])
+        save_with_report(path, state_dict, report)
+    final = publish(path, out_path)
+    return final, vfm_teacher_cfg(final, arch, model_kwargs)

@@ -362,3 +362,41 @@ def test_predict_is_the_branchs_inference_sliding_window(sample_root):
             output_size=ori_shape)
     assert out.seg_logits.data.shape == (3, *ori_shape)
     torch.testing.assert_close(out.seg_logits.data, want, rtol=0, atol=1e-4)
+
+
+def test_importer_takes_the_branchs_clip_key_layout(tmp_path):
+    """The released checkpoint's CLIP keys: a detectron2 state dict whose clip_model part is named exactly by the
+    branch's own parameter list (ref.clip_parameter_names, EVA CustomCLIP @06262d4, plus its rope / attn_mask
+    buffers) converts with no missing or unexpected key, and every tensor lands where the branch's name says."""
+    from test_backbone import to_eva_clip_format
+    from tools.converters.catseg_d2_to_declip import convert
+    model = tiny_catseg()
+    depth, text_depth = len(model.backbone.visual.trunk.blocks), len(model.text_encoder.text.transformer.resblocks)
+    ours = dict(to_eva_clip_format(model.backbone))
+    ours.update(model.text_encoder.state_dict())
+    branch_names = ref.clip_parameter_names('eva', depth, text_depth)
+    torch.manual_seed(5)
+    clip = {}
+    for name in branch_names:                      # fresh values under the branch's names, shaped as ours
+        assert name in ours, f'the branch has {name}; our EVA-CLIP-format export does not'
+        clip[name] = torch.randn_like(ours[name].float()).to(ours[name].dtype)
+    buffers = {k: v for k, v in ours.items() if k not in set(branch_names)}
+    assert all(('rope' in k or 'attn_mask' in k) for k in buffers), sorted(buffers)
+    clip.update(buffers)
+    d2 = {f'sem_seg_head.predictor.transformer.{k}': v for k, v in model.aggregator.state_dict().items()}
+    d2.update({f'upsample{i + 1}.{k}': v for i in range(2) for k, v in model.guidance_up[i].state_dict().items()})
+    d2.update({f'sem_seg_head.predictor.clip_model.{k}': v for k, v in clip.items()})
+    torch.save({'model': d2}, tmp_path / 'model_final.pth')
+    (tmp_path / 'cfg.py').write_text(f"""
+_base_ = ['{REPO}/configs/catseg/catseg_declip-eva02-b16_coco-stuff-384_80k.py']
+model = dict(backbone=dict(model_name='{TINY}', out_indices=(0, 1)), text_model='{TINY}', clip_resolution=384,
+             class_names=['cat', 'dog', 'sky', 'grass', 'road'],
+             aggregator=dict(text_dim=32, appearance_dim=32, feature_size=24, window=12, pad_len=16))
+""")
+    report = convert(str(tmp_path / 'model_final.pth'), str(tmp_path / 'ours.pth'), str(tmp_path / 'cfg.py'))
+    assert not report.missing and not report.unexpected
+    converted = torch.load(tmp_path / 'ours.pth', weights_only=False)['state_dict']
+    q = converted['backbone.visual.trunk.blocks.1.attn.q_proj.weight']
+    torch.testing.assert_close(q, clip['visual.blocks.1.attn.q_proj.weight'], rtol=0, atol=0)
+    in_proj = converted['text_encoder.text.transformer.resblocks.0.attn.in_proj_weight']
+    torch.testing.assert_close(in_proj, clip['text.transformer.resblocks.0.attn.in_proj_weight'], rtol=0, atol=0)

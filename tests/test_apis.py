@@ -270,11 +270,14 @@ def test_detector_refuses_a_backbone_only_checkpoint(detector_config, tmp_path):
         OpenVocabDetector(detector_config, str(path))
 
 
-def test_random_towers_of_a_real_model_are_announced(capfd):
-    from declip_mm.apis.random_weights import warn_if_random
-    capfd.readouterr()
-    warn_if_random('EVA02-B-16', backbone='x.pth', text_weights=None)
-    warn_if_random(TINY, backbone=None, text_weights=None)                # the tiny presets are random by design
-    out = capfd.readouterr()
-    lines = [ln for ln in (out.out + out.err).splitlines() if 'RANDOMLY' in ln]
-    assert len(lines) == 1 and 'EVA02-B-16: text_weights not given' in lines[0]
+def test_random_towers_of_a_real_model_are_announced(monkeypatch):
+    import logging
+
+    from declip_mm.apis import random_weights
+    logged = []
+    monkeypatch.setattr(random_weights, 'print_log', lambda msg, logger, level: logged.append((msg, level)))
+    random_weights.warn_if_random('EVA02-B-16', backbone='x.pth', text_weights=None)
+    random_weights.warn_if_random(TINY, backbone=None, text_weights=None)  # the tiny presets are random by design
+    random_weights.warn_if_random('EVA02-B-16', backbone='x.pth', text_weights='merged2b_s8b_b131k')
+    assert len(logged) == 1 and logged[0][1] == logging.WARNING
+    assert logged[0][0].startswith('EVA02-B-16: text_weights not given') and 'RANDOMLY' in logged[0][0]

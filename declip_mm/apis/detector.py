@@ -115,7 +115,6 @@ class OpenVocabDetector:
             head.cls_predictor_cfg.update(embeddings=path, class_names=['object'])
             head.loss_cls = dict(type='OVCrossEntropyLoss', class_weight=[1.0, 1.0])
             self.model = MODELS.build(model)
-        self.model.init_weights()
         if cfg.load_from:
             from mmengine.runner import load_checkpoint
             load_checkpoint(self.model, cfg.load_from, map_location='cpu', strict=True)

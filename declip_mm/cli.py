@@ -77,13 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                      'the vocabulary lacks it); default: no background, no threshold')
     seg.add_argument('--bg-thresh', type=float, default=None, help='with --background: pixels whose best class '
                      'probability is below it become background (default 0.2; a config\'s own with --config)')
-    seg.add_argument('--logit-scale', type=float, default=40.0)
-    seg.add_argument('--window', type=int, default=336, help='sliding window in network pixels (0 = whole image)')
-    seg.add_argument('--stride', type=int, default=112)
-    seg.add_argument('--short-side', type=int, default=448, help='network input short side (the benchmarks\' 448)')
+    seg.add_argument('--logit-scale', type=float, default=None, help='scale of the cosine logits (40)')
+    seg.add_argument('--window', type=int, default=None, help='sliding window in network pixels (336; 0 = whole image)')
+    seg.add_argument('--stride', type=int, default=None, help='sliding-window stride (112)')
+    seg.add_argument('--short-side', type=int, default=None, help='network input short side (the benchmarks\' 448)')
     seg.add_argument('--max-output-pixels', type=int, default=4_000_000,
                      help='outputs of larger images are scaled down to this many pixels (0 = never)')
-    seg.add_argument('--mode', default='csa', help="dense features: csa (default), qq, kk, vanilla, maskclip")
+    seg.add_argument('--mode', default=None, help="dense features: csa (default), qq, kk, vanilla, maskclip")
 
     det = sub.add_parser('detect', help='open-vocabulary detection with a trained F-ViT: overlay PNG, JSON boxes')
     _common(det, weights=False)
@@ -212,6 +212,8 @@ def run_items(args, writer: Writer, desc: str, handle) -> int:
     import torch
 
     from .apis.inputs import InputError, collect_inputs
+    if not args.fps > 0:
+        raise SetupError(f'--fps must be positive, got {args.fps}')
     try:
         files = collect_inputs(args.inputs)
     except InputError as err:
@@ -275,19 +277,25 @@ def cmd_segment(args) -> int:
     from .apis.segmenter import OpenVocabSegmenter
     from .apis.vocabulary import parse_vocabulary
     vocab = parse_vocabulary(args.vocab, args.background)
+    if args.bg_thresh is not None and args.background is None:
+        raise SetupError('--bg-thresh goes with --background NAME (without a background there is no threshold)')
     _require_weights(args)
     device = build(_device, args)
     if args.config is not None:
-        if args.text_weights is not None or args.backbone is not None:
-            raise SetupError('--config takes its weights from the config and --checkpoint; drop --backbone / '
-                             '--text-weights')
+        given = [flag for flag in ('backbone', 'text_weights', 'logit_scale', 'window', 'stride', 'short_side', 'mode')
+                 if getattr(args, flag) is not None]
+        if given:
+            raise SetupError(f"--config sets the model and its protocol; drop --{', --'.join(given).replace('_', '-')}")
         seg = build(OpenVocabSegmenter.from_config, args.config, args.checkpoint, device=device, precision=args.precision,
                                              bg_thresh=args.bg_thresh, max_output_pixels=args.max_output_pixels)
     else:
         seg = build(OpenVocabSegmenter, args.model_name, backbone=args.backbone, text_weights=args.text_weights,
-                                 device=device, precision=args.precision, mode=args.mode, logit_scale=args.logit_scale,
-                                 bg_thresh=0.2 if args.bg_thresh is None else args.bg_thresh, window=args.window,
-                                 stride=args.stride, short_side=args.short_side,
+                                 device=device, precision=args.precision, mode=args.mode or 'csa',
+                                 logit_scale=40.0 if args.logit_scale is None else args.logit_scale,
+                                 bg_thresh=0.2 if args.bg_thresh is None else args.bg_thresh,
+                                 window=336 if args.window is None else args.window,
+                                 stride=112 if args.stride is None else args.stride,
+                                 short_side=448 if args.short_side is None else args.short_side,
                                  max_output_pixels=args.max_output_pixels)
     seg.set_vocabulary(vocab)
     writer = Writer(Path(args.out), 'segment', dict(vocabulary=vocab.classes, class_names=vocab.names,
@@ -351,7 +359,12 @@ def cmd_features(args) -> int:
     if args.masks is not None and not Path(args.masks).is_dir():
         raise SetupError(f'--masks {args.masks}: not a folder')
     device = _device(args)
+    if not args.fps > 0:
+        raise SetupError(f'--fps must be positive, got {args.fps}')
     if args.config is not None:
+        given = [flag for flag in ('backbone', 'mode') if getattr(args, flag) is not None]
+        if given:
+            raise SetupError(f"--config sets the backbone; drop --{', --'.join(given)}")
         fx = build(DenseFeatureExtractor.from_config, args.config, args.checkpoint, device=device, precision=args.precision,
                                                long_side=args.long_side, batch_size=args.batch_size)
     else:

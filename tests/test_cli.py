@@ -46,6 +46,17 @@ def photos(sample_root, tmp_path):
     return folder
 
 
+def test_console_script_entry_point():
+    import importlib
+    import re
+    spec = re.search(r"'declip-mm = ([\w.]+):(\w+)'", (REPO / 'setup.py').read_text())
+    assert spec is not None and getattr(importlib.import_module(spec.group(1)), spec.group(2)) is main
+
+
+def test_no_command_prints_the_help(capsys):
+    assert main([]) == 2 and 'segment' in capsys.readouterr().out
+
+
 def test_python_m_help():
     proc = subprocess.run([sys.executable, '-m', 'declip_mm', '--help'], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
@@ -115,6 +126,9 @@ def test_setup_errors(photos, tmp_path, capsys):
          'weights file not found'),
         (['detect', str(photos), '--config', str(tmp_path / 'no.py'), '--vocab', 'cat', '--random-weights'],
          'config file not found'),
+        (['segment', str(photos), '--vocab', 'cat', '--config', 'x.py', '--window', '224'], 'drop --window'),
+        (['segment', str(photos), '--vocab', 'cat', '--fps', '0'], '--fps must be positive'),
+        (['segment', str(photos), '--vocab', 'cat', '--bg-thresh', '0.3'], '--bg-thresh goes with --background'),
     ]
     for argv, message in cases:
         code = main(argv + ['--out', str(tmp_path / 'o'), '--quiet'])

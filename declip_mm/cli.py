@@ -152,9 +152,6 @@ class Writer:
         out.mkdir(parents=True, exist_ok=True)
         self.summary = dict(command=command, settings=settings, processed=[], skipped=[])
 
-    def path(self, name: str) -> Path:
-        return self.out / name
-
     def _atomic(self, name: str, write) -> str:
         final = self.out / name
         tmp = final.with_name(f'.{final.name}.tmp{os.getpid()}')
@@ -207,17 +204,22 @@ def report(msg: str, bar=None) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def run_items(args, writer: Writer, desc: str, handle) -> int:
-    """Feeds every input to ``handle(item) -> summary entry``; skips what cannot be read. Returns the exit code."""
-    import torch
-
+def collect(args) -> List[Path]:
+    """The input files of the command line (checked before any model is built)."""
     from .apis.inputs import InputError, collect_inputs
     if not args.fps > 0:
         raise SetupError(f'--fps must be positive, got {args.fps}')
     try:
-        files = collect_inputs(args.inputs)
+        return collect_inputs(args.inputs)
     except InputError as err:
         raise SetupError(str(err)) from err
+
+
+def run_items(args, files: List[Path], writer: Writer, desc: str, handle) -> int:
+    """Feeds every input to ``handle(item) -> summary entry``; skips what cannot be read. Returns the exit code."""
+    import torch
+
+    from .apis.inputs import InputError
     bar = progress(count_items(files, args.fps), args.quiet, desc)
     with bar:
         for item in iter_inputs(files, args.fps, set()):
@@ -279,6 +281,7 @@ def cmd_segment(args) -> int:
     vocab = parse_vocabulary(args.vocab, args.background)
     if args.bg_thresh is not None and args.background is None:
         raise SetupError('--bg-thresh goes with --background NAME (without a background there is no threshold)')
+    files = collect(args)
     _require_weights(args)
     device = build(_device, args)
     if args.config is not None:
@@ -310,13 +313,14 @@ def cmd_segment(args) -> int:
         files['scores'] = writer.json(f'{item.name}.json', dict(source=item.source, **res.summary()))
         top = sorted(res.areas().items(), key=lambda kv: -kv[1])[:3]
         return dict(files=files, top_classes={k: round(v, 4) for k, v in top})
-    return run_items(args, writer, 'segmenting', handle)
+    return run_items(args, files, writer, 'segmenting', handle)
 
 
 def cmd_detect(args) -> int:
     from .apis.detector import OpenVocabDetector
     from .apis.vocabulary import parse_vocabulary
     vocab = parse_vocabulary(args.vocab)
+    files = collect(args)
     if args.text_weights is None and not args.random_weights:
         raise SetupError('detect needs --text-weights (the original CLIP weights of the backbone\'s model)')
     if not Path(args.config).is_file():
@@ -334,7 +338,7 @@ def cmd_detect(args) -> int:
         files = dict(overlay=writer.image(f'{item.name}_overlay.png', res.overlay()),
                      detections=writer.json(f'{item.name}.json', dict(source=item.source, **res.summary())))
         return dict(files=files, detections=len(res))
-    return run_items(args, writer, 'detecting', handle)
+    return run_items(args, files, writer, 'detecting', handle)
 
 
 def _read_boxes(path: Optional[str]) -> Optional[dict]:
@@ -353,14 +357,13 @@ def cmd_features(args) -> int:
     import torch
 
     from .apis.features import DenseFeatureExtractor
-    from .apis.inputs import InputError, collect_inputs, is_video, load_segment_ids
+    from .apis.inputs import InputError, is_video, load_segment_ids
+    files = collect(args)
     _require_weights(args, text=False)
     boxes = _read_boxes(args.boxes)
     if args.masks is not None and not Path(args.masks).is_dir():
         raise SetupError(f'--masks {args.masks}: not a folder')
     device = _device(args)
-    if not args.fps > 0:
-        raise SetupError(f'--fps must be positive, got {args.fps}')
     if args.config is not None:
         given = [flag for flag in ('backbone', 'mode') if getattr(args, flag) is not None]
         if given:
@@ -405,16 +408,10 @@ def cmd_features(args) -> int:
         return entry
 
     # videos: all sampled frames of a video in one (T, D, h, w) file, batched through the tower
-    try:
-        files = collect_inputs(args.inputs)
-    except InputError as err:
-        raise SetupError(str(err)) from err
     videos = [p for p in files if is_video(p)]
-    if not videos:
-        return run_items(args, writer, 'extracting', handle)
-    args.inputs = [str(p) for p in files if not is_video(p)]
-    code = run_items(args, writer, 'extracting', handle) if args.inputs else 0
-    return max(code, features_of_videos(args, fx, writer, videos, store))
+    images = [p for p in files if not is_video(p)]
+    code = run_items(args, images, writer, 'extracting', handle) if images else 0
+    return max(code, features_of_videos(args, fx, writer, videos, store)) if videos else code
 
 
 def features_of_videos(args, fx, writer: Writer, videos: List[Path], store) -> int:

@@ -281,3 +281,26 @@ def test_random_towers_of_a_real_model_are_announced(monkeypatch):
     random_weights.warn_if_random('EVA02-B-16', backbone='x.pth', text_weights='merged2b_s8b_b131k')
     assert len(logged) == 1 and logged[0][1] == logging.WARNING
     assert logged[0][0].startswith('EVA02-B-16: text_weights not given') and 'RANDOMLY' in logged[0][0]
+
+
+def test_concurrent_calls_with_different_vocabularies(segmenter, photo):
+    """Two threads, two vocabularies: each result is the one its own vocabulary gives alone."""
+    import threading
+    small = np.ascontiguousarray(photo[:96, :128])
+    alone = {v: segmenter(small, v).probs for v in ('cat,dog', 'sky,tree,road')}
+    results, errors = {}, []
+
+    def work(v):
+        try:
+            for _ in range(3):
+                results.setdefault(v, []).append(segmenter(small, v).probs)
+        except Exception as err:              # noqa: BLE001 (reported below)
+            errors.append(err)
+    threads = [threading.Thread(target=work, args=(v,)) for v in alone]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for v, probs in results.items():
+        assert all(np.array_equal(p, alone[v]) for p in probs)

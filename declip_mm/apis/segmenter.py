@@ -11,6 +11,7 @@ softmax over all synonym queries, the background threshold) on users' images: lo
 any pixel format (``inputs.py``), sized by the rules of ``image_size.py``. The model is built once; a new
 vocabulary only re-encodes its names (cached on disk by the text encoder).
 """
+import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -170,10 +171,15 @@ class OpenVocabSegmenter:
         self.model.to(self.device).eval()
         self.text_encoder.to(self.device)
         self.vocabulary: Optional[Vocabulary] = None
+        self._lock = threading.RLock()        # one call at a time: a call sets the model's vocabulary, then runs
 
     # ------------------------------------------------------------------ vocabulary
     def set_vocabulary(self, vocabulary: VocabularySpec, background: Optional[str] = None) -> Vocabulary:
         """Encode a vocabulary (``vocabulary.py`` rules) and make the segmentor use it; returns it parsed."""
+        with self._lock:
+            return self._set_vocabulary(vocabulary, background)
+
+    def _set_vocabulary(self, vocabulary, background):
         vocab = vocabulary if isinstance(vocabulary, Vocabulary) else parse_vocabulary(vocabulary, background)
         if isinstance(vocabulary, Vocabulary) and background is not None and vocab.background != background:
             raise ValueError(f"background '{background}' given with a parsed vocabulary whose background is "
@@ -214,15 +220,19 @@ class OpenVocabSegmenter:
 
     def __call__(self, image, vocabulary: Optional[VocabularySpec] = None, background: Optional[str] = None):
         """Segment ``image`` (RGB uint8 (H, W, 3) array, PIL image or path; or a list of them -> a list) with
-        ``vocabulary`` (None = the last one set) -> :class:`SegmentationResult`."""
+        ``vocabulary`` (None = the last one set) -> :class:`SegmentationResult`. Thread-safe (calls are serialised)."""
+        with self._lock:
+            return self._segment(image, vocabulary, background)
+
+    def _segment(self, image, vocabulary, background):
         if vocabulary is not None:
-            self.set_vocabulary(vocabulary, background)
+            self._set_vocabulary(vocabulary, background)
         elif self.vocabulary is None:
             raise ValueError('give a vocabulary, e.g. seg(image, "cat,dog")')
         elif background is not None and background != self.vocabulary.background:
             raise ValueError('background given without its vocabulary: pass both')
         if isinstance(image, (list, tuple)):
-            return [self(im) for im in image]
+            return [self._segment(im, None, None) for im in image]
         rgb = as_rgb_image(image)
         h, w = rgb.shape[:2]
         out_h, out_w = output_size(h, w, self.max_output_pixels, channels=len(self.model.text_embeddings))

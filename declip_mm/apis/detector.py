@@ -13,6 +13,7 @@ class beta, as for the benchmarks' novel classes. The image goes through the con
 detector's data preprocessor; the boxes are in the image's pixels.
 """
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -123,6 +124,7 @@ class OpenVocabDetector:
             self.model.roi_head.test_cfg.score_thr = float(score_thr)
         self.pipeline = self._test_pipeline(cfg)
         self.vocabulary: Optional[Vocabulary] = None
+        self._lock = threading.RLock()        # one call at a time: a call sets the head's vocabulary, then runs
 
     @staticmethod
     def _base_classes(head) -> List[str]:
@@ -148,6 +150,10 @@ class OpenVocabDetector:
     def set_vocabulary(self, vocabulary) -> Vocabulary:
         """Encode a vocabulary (``vocabulary.py`` rules; detection has no background class: the detector's own
         'background' is always added) and make the head use it."""
+        with self._lock:
+            return self._set_vocabulary(vocabulary)
+
+    def _set_vocabulary(self, vocabulary) -> Vocabulary:
         from ..models.text.embedding_file import BACKGROUND
         vocab = vocabulary if isinstance(vocabulary, Vocabulary) else parse_vocabulary(vocabulary)
         if vocab.background_index is not None:
@@ -170,13 +176,18 @@ class OpenVocabDetector:
 
     @torch.no_grad()
     def __call__(self, image, vocabulary=None) -> Union[DetectionResult, List[DetectionResult]]:
-        """Detect ``vocabulary``'s classes in ``image`` (RGB uint8 array, PIL image or path; a list -> a list)."""
+        """Detect ``vocabulary``'s classes in ``image`` (RGB uint8 array, PIL image or path; a list -> a list).
+        Thread-safe (calls are serialised)."""
+        with self._lock:
+            return self._detect(image, vocabulary)
+
+    def _detect(self, image, vocabulary):
         if vocabulary is not None:
-            self.set_vocabulary(vocabulary)
+            self._set_vocabulary(vocabulary)
         elif self.vocabulary is None:
             raise ValueError('give a vocabulary, e.g. det(image, "cat,dog")')
         if isinstance(image, (list, tuple)):
-            return [self(im) for im in image]
+            return [self._detect(im, None) for im in image]
         rgb = as_rgb_image(image)
         h, w = rgb.shape[:2]
         check_aspect(h, w, self.max_aspect)

@@ -23,6 +23,7 @@ from ..losses import complete_with_diffusion, cosine_matrix, student_affinity
 from ..teachers.vfm import IMAGENET_MEAN, IMAGENET_STD
 from .teacher_cache import TeacherCache, state_digest, weights_digest
 
+CONTEXT_FEATURES = ('context', 'dense')   # what the context loss reads: q / k (DeCLIP) or the dense map
 CLIP_MEAN = (122.770938, 116.7460125, 104.09373615)   # open_clip OPENAI_DATASET_MEAN * 255
 CLIP_STD = (68.5005327, 66.6321579, 70.32316305)
 
@@ -71,7 +72,11 @@ class DeCLIPDistiller(BaseModel):
         student: DeCLIPViT config (its ``pretrained`` weights are also the CLIP teacher's).
         vfm_teacher: VFMTeacher config.
         diffusion_teacher: DiffusionTeacher config, or None (no SD completion).
-        context_loss / content_loss / rcc_loss: loss configs (rcc_loss None = off).
+        context_loss / content_loss / rcc_loss: loss configs; None turns a term off (the ablations:
+            content-only = CLIPSelf-like, context-only). At least one of context / content must be on.
+        context_features: what the context loss reads: 'context' (default, DeCLIP: the decoupled block's q / k)
+            or 'dense' (the output dense map's tokens, the features the content loss reads too: the ablation
+            "joint distillation without decoupling").
         region_cells: N of the N x N RoIAlign cells (weighted content pooling and the region correlation).
         teacher_cache: folder for cached teacher targets, or None.
         crop_batch: crops per CLIP-teacher call (all crops of a batch go through in chunks of this size).
@@ -81,9 +86,10 @@ class DeCLIPDistiller(BaseModel):
     """
 
     def __init__(self, student: dict, vfm_teacher: dict, diffusion_teacher: Optional[dict] = None,
-                 context_loss: dict = dict(type='ContextDistillLoss'),
-                 content_loss: dict = dict(type='ContentDistillLoss'),
+                 context_loss: Optional[dict] = dict(type='ContextDistillLoss'),
+                 content_loss: Optional[dict] = dict(type='ContentDistillLoss'),
                  rcc_loss: Optional[dict] = dict(type='RegionCorrelationLoss'),
+                 context_features: str = 'context',
                  region_cells: int = 4, teacher_cache: Optional[str] = None, crop_batch: int = 64,
                  val_segmentor: Optional[dict] = None,
                  data_preprocessor: dict = dict(type='DistillDataPreprocessor'), init_cfg=None):
@@ -97,8 +103,13 @@ class DeCLIPDistiller(BaseModel):
         # the validation segmentor shares the student; kept out of the submodules for the same reasons
         self.evaluators = dict(seg=MODELS.build(dict(type='TrainingFreeSegmentor', backbone=self.student,
                                                      **val_segmentor)) if val_segmentor else None)
-        self.context_loss = MODELS.build(context_loss)
-        self.content_loss = MODELS.build(content_loss)
+        if context_loss is None and content_loss is None:
+            raise ValueError('DeCLIPDistiller needs context_loss or content_loss (both are None)')
+        if context_features not in CONTEXT_FEATURES:
+            raise ValueError(f"context_features must be one of {CONTEXT_FEATURES}, got '{context_features}'")
+        self.context_loss = MODELS.build(context_loss) if context_loss else None
+        self.content_loss = MODELS.build(content_loss) if content_loss else None
+        self.context_features = context_features
         self.rcc_loss = MODELS.build(rcc_loss) if rcc_loss else None
         self.region_cells = region_cells
         self.crop_batch = crop_batch
@@ -171,30 +182,39 @@ class DeCLIPDistiller(BaseModel):
         p_vfm = self.teachers['vfm'].patch_size
         vfm_grid = (vfm_view.shape[-2] // p_vfm, vfm_view.shape[-1] // p_vfm)
 
-        # context: affinities on the VFM grid
-        vfm_tokens = self._teacher_target(                                                   # (B, hv*wv, C')
-            'vfm', inputs['keys'], 'x'.join(map(str, vfm_view.shape[-2:])),
-            lambda idx: self.teachers['vfm'](vfm_view[idx]))
-        context = self._context_on_grid(feats.context, feats.dense.shape[-2:], vfm_grid)
-        s_target = cosine_matrix(vfm_tokens)
-        if self.teachers['sd'] is not None:
-            sd_view = inputs['sd']
-            a_sd = self._teacher_target(
-                'sd', inputs['keys'], '{}x{}-to-{}x{}'.format(*sd_view.shape[-2:], *vfm_grid),
-                lambda idx: self.teachers['sd'](sd_view[idx], vfm_grid))
-            s_target = complete_with_diffusion(s_target, a_sd)
-        losses = dict(loss_context=self.context_loss(student_affinity(context), s_target))
+        losses = {}
+        vfm_tokens = None
+        if self.context_loss is not None or self.rcc_loss is not None:
+            vfm_tokens = self._teacher_target(                                               # (B, hv*wv, C')
+                'vfm', inputs['keys'], 'x'.join(map(str, vfm_view.shape[-2:])),
+                lambda idx: self.teachers['vfm'](vfm_view[idx]))
+        if self.context_loss is not None:
+            # context: affinities on the VFM grid
+            student_tokens = feats.context if self.context_features == 'context' else \
+                feats.dense.flatten(2).transpose(1, 2)
+            context = self._context_on_grid(student_tokens, feats.dense.shape[-2:], vfm_grid)
+            s_target = cosine_matrix(vfm_tokens)
+            if self.teachers['sd'] is not None:
+                sd_view = inputs['sd']
+                a_sd = self._teacher_target(
+                    'sd', inputs['keys'], '{}x{}-to-{}x{}'.format(*sd_view.shape[-2:], *vfm_grid),
+                    lambda idx: self.teachers['sd'](sd_view[idx], vfm_grid))
+                s_target = complete_with_diffusion(s_target, a_sd)
+            losses['loss_context'] = self.context_loss(student_affinity(context), s_target)
 
-        # content: student regions vs the CLIP teacher's crops
-        teacher_emb = self._crop_embeddings(inputs['crops'])
-        n = 1 if self.content_loss.pooling == '1x1' else self.region_cells
-        cells = torch.cat(self.student.extract_regions(feats.dense, boxes, output_size=n, normalize=False))
-        if n == 1:
-            cells = cells[:, None]
-        losses['loss_content'] = self.content_loss(cells, teacher_emb, counts)
+        n = self.region_cells
+        cells = None
+        if self.content_loss is not None:
+            # content: student regions vs the CLIP teacher's crops
+            teacher_emb = self._crop_embeddings(inputs['crops'])
+            n = 1 if self.content_loss.pooling == '1x1' else self.region_cells
+            cells = torch.cat(self.student.extract_regions(feats.dense, boxes, output_size=n, normalize=False))
+            if n == 1:
+                cells = cells[:, None]
+            losses['loss_content'] = self.content_loss(cells, teacher_emb, counts)
 
         if self.rcc_loss is not None:
-            if n != self.region_cells:
+            if cells is None or n != self.region_cells:
                 cells = torch.cat(self.student.extract_regions(feats.dense, boxes, output_size=self.region_cells,
                                                                normalize=False))
             vfm_cells = self._vfm_cells(vfm_tokens, vfm_grid, boxes, feats.dense.shape[-2:])

@@ -1,4 +1,4 @@
-"""The proof world (issue 11): scenes, the written world, its mmseg dataset, the tiny CLIP and the label-free teacher."""
+"""The proof world (issue 11): scenes, the written world, its mmseg dataset, the tiny CLIP, the label-free teacher."""
 import json
 import re
 
@@ -164,6 +164,9 @@ def test_pretrain_clip_learns_loads_and_is_cached(tiny_world, tmp_path):
     for split in ('val', 'train'):
         zs = report['zero_shot'][split]
         assert 0 <= zs['things']['precision_at_k'] <= 1 and zs['things']['scenes'] == 3
+        assert zs['regions']['regions'] == sum(len(b) for b in load_split(tiny_world, split, 3).box_labels)
+    assert set(report['dense_probe']) == {'vanilla', 'csa'}
+    assert 0 <= report['dense_probe']['vanilla']['within_image_precision'] <= 1
 
     train = load_split(tiny_world, 'train')
     torch.manual_seed(1)                               # pretrain_clip's initialisation

@@ -40,7 +40,8 @@ class ProofWorldDataset(BaseSegDataset):
                                     'write it with declip_mm.proof.write_world or tools/proof/pretrain_clip.py')
         self.split = split
         super().__init__(data_root=data_root, img_suffix='.png', seg_map_suffix='.png', reduce_zero_label=False,
-                         ignore_index=IGNORE, data_prefix=dict(img_path=f'{split}/images', seg_map_path=f'{split}/labels'),
+                         ignore_index=IGNORE,
+                         data_prefix=dict(img_path=f'{split}/images', seg_map_path=f'{split}/labels'),
                          **kwargs)
 
     def load_data_list(self) -> List[dict]:

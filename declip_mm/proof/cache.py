@@ -1,9 +1,11 @@
 """Where the proof's pretrained towers are kept: ``<cache>/<key>/``, the key a content hash of what made them.
 
 ``<cache>`` is the ``cache_dir`` argument, else ``$DECLIP_PROOF_CACHE``, else ``$DECLIP_CACHE/proof``, else
-``~/.cache/declip-mm/proof``. The key hashes the world's parameters (its stamp), the recipe (every argument that
-changes the weights, the model config included) and the code version: the source of ``world.py``, ``data.py``,
-``pretrain.py`` and ``vfm_pretrain.py``, so an edit to any of them retrains.
+``~/.cache/declip-mm/proof``. The key hashes the world's parameters (its stamp, with ``WORLD_VERSION``), the recipe
+(every argument that changes the weights, the model config included) and the code version: the training code's
+own version (``CLIP_TRAINING_VERSION`` in pretrain.py, ``VFM_TRAINING_VERSION`` in vfm_pretrain.py, bumped with
+any change that alters the weights) and the torch / open_clip / timm versions. Reports and probes are not in the
+key: editing them does not retrain.
 """
 import hashlib
 import json
@@ -15,8 +17,6 @@ from typing import Dict, Optional
 import torch
 
 from .world import read_world_params
-
-CODE_FILES = ('world.py', 'data.py', 'pretrain.py', 'vfm_pretrain.py')
 
 
 def proof_cache_dir(cache_dir: Optional[str] = None) -> Path:
@@ -32,16 +32,17 @@ def default_world_root(n_train: int, n_val: int, size: int, seed: int, cache_dir
     return proof_cache_dir(cache_dir) / f'world-{n_train}-{n_val}-{size}-seed{seed}'
 
 
-def code_version() -> str:
-    """sha256 (16 hex digits) of the proof code that decides the pretrained weights."""
-    digest = hashlib.sha256()
-    for name in CODE_FILES:
-        digest.update((Path(__file__).parent / name).read_bytes())
-    return digest.hexdigest()[:16]
+def code_version(training_version: int) -> Dict[str, str]:
+    """What, besides the world and the recipe, decides the trained weights."""
+    import open_clip
+    import timm
+    return dict(training=str(training_version), torch=torch.__version__, open_clip=open_clip.__version__,
+                timm=timm.__version__)
 
 
-def cache_key(kind: str, world_params: Dict, recipe: Dict) -> str:
-    blob = json.dumps(dict(kind=kind, world=world_params, recipe=recipe, code=code_version()), sort_keys=True)
+def cache_key(kind: str, world_params: Dict, recipe: Dict, training_version: int) -> str:
+    blob = json.dumps(dict(kind=kind, world=world_params, recipe=recipe, code=code_version(training_version)),
+                      sort_keys=True)
     return f'{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}'
 
 
@@ -53,9 +54,9 @@ def read_report(weights_path) -> Dict:
     return json.loads(report.read_text())
 
 
-def cached_paths(kind: str, world_root, recipe: Dict, cache_dir, out_path, file_name: str):
+def cached_paths(kind: str, world_root, recipe: Dict, training_version: int, cache_dir, out_path, file_name: str):
     """(cached weights path, out path or None, whether the cache holds it)."""
-    key = cache_key(kind, read_world_params(world_root), recipe)
+    key = cache_key(kind, read_world_params(world_root), recipe, training_version)
     path = proof_cache_dir(cache_dir) / key / file_name
     return path, (Path(out_path) if out_path else None), path.is_file() and path.with_suffix('.json').is_file()
 

@@ -11,11 +11,13 @@ from .world import CLASS_NAMES, read_world_params
 
 
 class WorldSplit(NamedTuple):
-    """images uint8 (N, 3, H, W), labels uint8 (N, H, W), captions (N,), box_labels (N,) lists of label ids."""
+    """images uint8 (N, 3, H, W), labels uint8 (N, H, W), captions (N,), box_labels (N,) lists of label ids,
+    boxes (N,) lists of xyxy thing boxes."""
     images: torch.Tensor
     labels: torch.Tensor
     captions: List[str]
     box_labels: List[List[int]]
+    boxes: List[List[List[float]]]
 
 
 def load_split(world_root, split: str, limit: Optional[int] = None) -> WorldSplit:
@@ -32,4 +34,5 @@ def load_split(world_root, split: str, limit: Optional[int] = None) -> WorldSpli
     images = np.stack([np.asarray(Image.open(root / split / r['file_name']).convert('RGB')) for r in records])
     labels = np.stack([np.asarray(Image.open(root / split / r['label_file'])) for r in records])
     return WorldSplit(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels),
-                      [r['caption'] for r in records], [list(r['box_labels']) for r in records])
+                      [r['caption'] for r in records], [list(r['box_labels']) for r in records],
+                      [list(r['boxes']) for r in records])

@@ -1,11 +1,15 @@
 """Pretraining the proof's two towers on a written world, on a CPU in minutes, cached by content hash.
 
 * :func:`pretrain_clip`: a tiny CLIP (open_clip model config ``DeCLIP-Proof-ViT-8``: 96 px, 8 px patches, a 12 x 12
-  grid) trained with open_clip's ``create_model`` and ``ClipLoss`` on the train split's image-caption pairs.
-  With probability ``crop_prob`` a sample is a random square crop of its scene, captioned (with the world's own
-  caption builder) by what the crop shows: the things of which it holds at least 60 % (crops that cut a thing
-  between 15 % and 60 % are redrawn) and the stuff covering at least 4 % of it. Web-scale CLIPs see objects at
-  every scale; this gives the tiny one the same, and the crop teacher of the distillation relies on it.
+  grid, a 4-block width-64 image tower, a 2-block text tower, a 64-d joint space) trained with open_clip's
+  ``create_model`` and ``ClipLoss`` on the train split's image-caption pairs. With probability ``crop_prob`` a
+  sample is a random square crop of its scene (``crop_min_area`` to all of it, so that single things fill some
+  crops, as the grid cells of the distillation's crop teacher do), captioned (with the world's own caption builder)
+  by what the crop shows: the things of which it holds at least 60 % (crops that cut a thing between 15 % and 60 %
+  are redrawn) and the stuff covering at least 4 % of it. Web-scale CLIPs see objects at every scale; this gives the
+  tiny one the same, and the crop teacher of the distillation relies on it. With probability ``stuff_drop`` a
+  caption names the things only (the world's own captions always name the ground too): otherwise the four stuff
+  textures, easy to see, let the loss fall without learning the things.
 * :func:`pretrain_vfm`: the label-free context teacher (see its docstring).
 
 Both write ``<cache>/<key>/{clip,vfm}.pt`` and a json report next to it (``cache.read_report``) and return at
@@ -25,6 +29,7 @@ from .data import WorldSplit, load_split
 from .world import CLASS_NAMES, NUM_STUFF, make_caption, read_world_params
 
 CLIP_MODEL = 'DeCLIP-Proof-ViT-8'
+CLIP_TRAINING_VERSION = 1   # bump with any change here or in data.py that alters the trained weights
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)   # open_clip's OPENAI_DATASET_MEAN / STD: what our CLIP configs use
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CROP_SHOWN, CROP_CUT, CROP_STUFF = 0.6, 0.15, 0.04
@@ -63,7 +68,7 @@ def crop_view(rng: np.random.Generator, label: np.ndarray, min_area: float = 0.3
 
 
 def clip_batch(split: WorldSplit, index: Sequence[int], rng: np.random.Generator, size: int, crop_prob: float,
-               stuff_drop: float = 0.0):
+               stuff_drop: float = 0.0, crop_min_area: float = 0.3):
     """(B, 3, size, size) CLIP-normalised images and their (B,) captions: scenes or captioned crops, resized by
     torchvision's RoIAlign (adaptive sampling: an area average), h-flipped with probability 0.5; with probability
     ``stuff_drop`` a caption names the things only."""
@@ -73,7 +78,7 @@ def clip_batch(split: WorldSplit, index: Sequence[int], rng: np.random.Generator
     for i in index:
         box, things, stuff = (0, 0, w, h), split.box_labels[i], None
         if rng.random() < crop_prob:
-            view = crop_view(rng, split.labels[i].numpy())
+            view = crop_view(rng, split.labels[i].numpy(), crop_min_area)
             if view is not None:
                 box, things, stuff = view
         drop = rng.random() < stuff_drop
@@ -103,29 +108,34 @@ def _clip_param_groups(model, weight_decay: float):
             dict(params=[p for n, p in named if not exclude(n, p)], weight_decay=weight_decay)]
 
 
-def pretrain_clip(world_root, out_path=None, model_name: str = CLIP_MODEL, steps: int = 500, batch_size: int = 64,
-                  lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 50, crop_prob: float = 0.5,
-                  stuff_drop: float = 0.0, seed: int = 0, cache_dir: Optional[str] = None, progress: bool = True,
-                  zero_shot_scenes: Optional[int] = 300, zero_shot_templates: str = 'imagenet80') -> Path:
+def pretrain_clip(world_root, out_path=None, model_name: str = CLIP_MODEL, steps: int = 400, batch_size: int = 64,
+                  lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 40, crop_prob: float = 0.8,
+                  crop_min_area: float = 0.1, stuff_drop: float = 0.5, seed: int = 0, cache_dir: Optional[str] = None,
+                  progress: bool = True, zero_shot_scenes: Optional[int] = 300,
+                  zero_shot_templates: str = 'imagenet80') -> Path:
     """Contrastive pretraining of open_clip model ``model_name`` on the world's train split; cached.
 
     Returns the path of an open_clip state dict (``<cache>/<key>/clip.pt``, copied to ``out_path`` when given)
     that ``DeCLIPViT(model_name=..., pretrained=path)`` and ``OpenCLIPTextEncoder(model_name=..., pretrained=path)``
     load. Its report (``read_report(path)``) holds the recipe, the loss per step, the training time and the
     zero-shot presence retrieval (``probes.presence_retrieval``, ``zero_shot_templates``) on ``zero_shot_scenes``
-    held-out and train scenes (None: no probe). ``DeCLIP-Proof-Test-ViT-8`` is a 32 px model config for tests.
+    held-out and train scenes (None: no probe) and the k-NN / within-image probe of its dense map
+    (``probes.clip_dense_probe``: 'vanilla' and training-free 'csa'). ``DeCLIP-Proof-Test-ViT-8`` is a 32 px
+    model config for tests.
     """
     import open_clip
     from open_clip.loss import ClipLoss
 
     from ..models import presets  # noqa: F401  (registers our open_clip model configs)
-    from .probes import presence_retrieval
+    from .probes import clip_dense_probe, presence_retrieval
     config = open_clip.get_model_config(model_name)
     if config is None:
         raise ValueError(f"unknown open_clip model '{model_name}'")
     recipe = dict(model_name=model_name, model_config=config, steps=steps, batch_size=batch_size, lr=lr,
-                  weight_decay=weight_decay, warmup=warmup, crop_prob=crop_prob, stuff_drop=stuff_drop, seed=seed)
-    path, out_path, hit = cached_paths('clip', world_root, recipe, cache_dir, out_path, 'clip.pt')
+                  weight_decay=weight_decay, warmup=warmup, crop_prob=crop_prob, crop_min_area=crop_min_area,
+                  stuff_drop=stuff_drop, seed=seed)
+    path, out_path, hit = cached_paths('clip', world_root, recipe, CLIP_TRAINING_VERSION, cache_dir, out_path,
+                                       'clip.pt')
     if hit:
         return publish(path, out_path)
 
@@ -145,7 +155,7 @@ def pretrain_clip(world_root, out_path=None, model_name: str = CLIP_MODEL, steps
     bar = _progress(steps, 'pretrain CLIP', progress)
     for step in range(steps):
         index = rng.choice(len(split.captions), batch_size, replace=len(split.captions) < batch_size)
-        images, captions = clip_batch(split, index, rng, size, crop_prob, stuff_drop)
+        images, captions = clip_batch(split, index, rng, size, crop_prob, stuff_drop, crop_min_area)
         image_features, text_features, logit_scale = model(images, tokenizer(captions))[:3]
         loss = loss_fn(image_features, text_features, logit_scale)
         optimizer.zero_grad(set_to_none=True)
@@ -168,6 +178,8 @@ def pretrain_clip(world_root, out_path=None, model_name: str = CLIP_MODEL, steps
         report['zero_shot'] = {split_name: presence_retrieval(model_name, path, world_root, split_name,
                                                               zero_shot_templates, limit=zero_shot_scenes)
                                for split_name in ('val', 'train')}
+        report['dense_probe'] = clip_dense_probe(model_name, path, world_root, train_scenes=zero_shot_scenes,
+                                                 val_scenes=max(1, zero_shot_scenes // 2))
         save_with_report(path, state_dict, report)
     return publish(path, out_path)
 

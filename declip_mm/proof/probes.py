@@ -4,10 +4,12 @@
   scene's image embedding ranks the 12 thing classes by cosine with their open_clip prompt embeddings
   (``OpenCLIPTextEncoder``, 'imagenet80' templates by default: the segmentation protocol's); precision@k is the
   share of the top k that are present (chance: k / 12). The same for the 4 stuff classes, and top-1 accuracy
-  (is the best thing class present).
+  (is the best thing class present); and region classification: a square crop around each thing's box
+  (1.2 x its longer side, RoIAlign-resized to the CLIP's input), classified among the 12 things (top-1).
 * :func:`patch_knn_accuracy` (any dense tower, patch level): each patch takes the label at its centre; a
   held-out patch is classified by the majority of its ``k`` nearest train patches (cosine); reported as patch
-  accuracy, mean per-class accuracy (stuff dominates the patches) and accuracy on thing patches.
+  accuracy, mean per-class accuracy (stuff dominates the patches) and accuracy on thing patches; and, closer to
+  what context distillation uses, :func:`within_image_neighbours` on the held-out scenes.
 """
 from typing import Callable, Dict, Optional
 
@@ -45,17 +47,38 @@ def presence_retrieval(model_name: str, checkpoint, world_root, split: str = 'va
     size = clip.visual.image_size
     size = size if isinstance(size, int) else size[0]
     mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
-    features = []
-    for start in range(0, len(data.images), batch_size):
-        x = F.interpolate(data.images[start:start + batch_size].float(), size=(size, size), mode='bilinear',
-                          antialias=True, align_corners=False)
-        features.append(F.normalize(clip.encode_image((x / 255 - mean) / std), dim=-1))
-    features = torch.cat(features)
+
+    def encode(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) and one (x0, y0, x1, y1) box per image -> (N, D) normalised embeddings of the boxes."""
+        from torchvision.ops import roi_align
+        out = []
+        for start in range(0, len(images), batch_size):
+            x, b = images[start:start + batch_size].float(), boxes[start:start + batch_size]
+            rois = torch.cat([torch.arange(len(b), dtype=torch.float32)[:, None], b], 1)
+            x = roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True)
+            out.append(F.normalize(clip.encode_image((x / 255 - mean) / std), dim=-1))
+        return torch.cat(out)
+
+    h, w = data.images.shape[-2:]
+    features = encode(data.images, torch.tensor([[0.0, 0.0, w, h]]).expand(len(data.images), 4))
     labels = data.labels.flatten(1)
     present_things = torch.stack([(labels == NUM_STUFF + c).any(1) for c in range(len(THING_CLASSES))], 1)
     present_stuff = torch.stack([(labels == s).any(1) for s in range(NUM_STUFF)], 1)
+    # regions: a square crop around each thing's box (side 1.2 x its longer edge), classified among the things
+    owners, boxes, truth = [], [], []
+    for i, (box_list, label_list) in enumerate(zip(data.boxes, data.box_labels)):
+        for (x0, y0, x1, y1), label in zip(box_list, label_list):
+            half = 0.6 * max(x1 - x0, y1 - y0)
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            owners.append(i)
+            boxes.append([cx - half, cy - half, cx + half, cy + half])
+            truth.append(label - NUM_STUFF)
+    region_features = encode(data.images[owners], torch.tensor(boxes, dtype=torch.float32))
+    region_pred = (region_features @ things.t()).argmax(1)
     return dict(templates=templates, things=_precision_at_k(features @ things.t(), present_things),
-                stuff=_precision_at_k(features @ stuff.t(), present_stuff))
+                stuff=_precision_at_k(features @ stuff.t(), present_stuff),
+                regions=dict(top1=float((region_pred == torch.tensor(truth)).float().mean()), regions=len(truth),
+                             chance=1 / len(THING_CLASSES)))
 
 
 def patch_labels(labels: torch.Tensor, grid: int) -> torch.Tensor:
@@ -68,7 +91,8 @@ def patch_labels(labels: torch.Tensor, grid: int) -> torch.Tensor:
 
 @torch.no_grad()
 def patch_knn_accuracy(features_of: Callable[[torch.Tensor], torch.Tensor], world_root, grid: int,
-                       train_scenes: int = 200, val_scenes: int = 100, k: int = 20, batch_size: int = 32) -> Dict:
+                       train_scenes: int = 200, val_scenes: int = 100, k: int = 20, within_k: int = 8,
+                       batch_size: int = 32) -> Dict:
     """k-NN patch classification on held-out scenes.
 
     ``features_of``: uint8 images (B, 3, H, W) -> patch features (B, grid * grid, C) (the tower's own
@@ -78,10 +102,12 @@ def patch_knn_accuracy(features_of: Callable[[torch.Tensor], torch.Tensor], worl
         data = load_split(world_root, split, limit)
         feats = torch.cat([F.normalize(features_of(data.images[i:i + batch_size]).float(), dim=-1)
                            for i in range(0, len(data.images), batch_size)])
-        return feats.flatten(0, 1), patch_labels(data.labels, grid).flatten()
+        return feats, patch_labels(data.labels, grid)
 
-    bank, bank_labels = embed('train', train_scenes)
-    queries, truth = embed('val', val_scenes)
+    bank, bank_labels = (t.flatten(0, 1) for t in embed('train', train_scenes))
+    val_feats, val_labels = embed('val', val_scenes)
+    within = within_image_neighbours(val_feats, val_labels, k=within_k)
+    queries, truth = val_feats.flatten(0, 1), val_labels.flatten()
     num_classes = NUM_STUFF + len(THING_CLASSES)
     predicted = []
     for start in range(0, len(queries), 1024):
@@ -90,6 +116,44 @@ def patch_knn_accuracy(features_of: Callable[[torch.Tensor], torch.Tensor], worl
         predicted.append(votes.argmax(1))
     predicted = torch.cat(predicted)
     per_class = [float((predicted[truth == c] == c).float().mean()) for c in range(num_classes) if (truth == c).any()]
-    return dict(patch_accuracy=float((predicted == truth).float().mean()), mean_class_accuracy=sum(per_class) / len(per_class),
+    return dict(patch_accuracy=float((predicted == truth).float().mean()),
+                mean_class_accuracy=sum(per_class) / len(per_class),
                 thing_patch_accuracy=float((predicted[truth >= NUM_STUFF] == truth[truth >= NUM_STUFF]).float().mean()),
-                k=k, train_scenes=train_scenes, val_scenes=val_scenes, grid=grid)
+                k=k, train_scenes=train_scenes, val_scenes=val_scenes, grid=grid, **within)
+
+
+def within_image_neighbours(features: torch.Tensor, labels: torch.Tensor, k: int = 8) -> Dict:
+    """What context distillation needs: in each image, do a patch's ``k`` most similar patches (cosine) carry its
+    label? features (N, P, C) L2-normalised, labels (N, P) -> precision over all patches, over thing patches,
+    and the chance level (k random other patches of the same image)."""
+    sims = features @ features.transpose(1, 2)
+    sims.diagonal(dim1=1, dim2=2).fill_(float('-inf'))
+    nearest = sims.topk(k, dim=2).indices                                          # (N, P, k)
+    same = (labels.gather(1, nearest.flatten(1)).view_as(nearest) == labels[..., None]).float().mean(2)
+    counts = (labels[:, :, None] == labels[:, None, :]).float().sum(2) - 1           # same-label others per patch
+    chance = counts / (labels.shape[1] - 1)
+    thing = labels >= NUM_STUFF
+    return dict(within_image_precision=float(same.mean()), within_image_thing_precision=float(same[thing].mean()),
+                within_image_chance=float(chance.mean()), within_image_thing_chance=float(chance[thing].mean()),
+                within_k=k)
+
+
+@torch.no_grad()
+def clip_dense_probe(model_name: str, checkpoint, world_root, modes=('vanilla', 'csa'),
+                     train_scenes: int = 200, val_scenes: int = 100) -> Dict:
+    """:func:`patch_knn_accuracy` of the CLIP's dense map (``DeCLIPViT.extract_dense``, at its input size) in each
+    last-block mode: how local a global CLIP's patch tokens are before any distillation."""
+    from ..models.backbones.declip_vit import DeCLIPViT
+    from .pretrain import CLIP_MEAN, CLIP_STD
+    out = {}
+    for mode in modes:
+        backbone = DeCLIPViT(model_name=model_name, pretrained=str(checkpoint), mode=mode, trainable='none')
+        size = backbone.visual.image_size
+        size = size if isinstance(size, int) else size[0]
+        mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
+
+        def features_of(images, backbone=backbone, size=size):
+            x = F.interpolate(images.float(), size=(size, size), mode='bilinear', antialias=True, align_corners=False)
+            return backbone.extract_dense((x / 255 - mean) / std).flatten(2).transpose(1, 2)
+        out[mode] = patch_knn_accuracy(features_of, world_root, size // backbone.patch_size, train_scenes, val_scenes)
+    return out

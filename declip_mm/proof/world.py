@@ -116,7 +116,8 @@ def _stuff_partition(rng: np.random.Generator, regions: int, yy: np.ndarray, xx:
                  for f in rng.uniform(0.7, 2.5, 3))
     warp_x = sum(rng.uniform(2, 6) * size / 128 * np.sin(2 * np.pi * (yy * f / size + rng.random()))
                  for f in rng.uniform(0.7, 2.5, 3))
-    d = (yy[None] + warp_y[None] - seeds[:, 0, None, None]) ** 2 + (xx[None] + warp_x[None] - seeds[:, 1, None, None]) ** 2
+    d = (yy[None] + warp_y[None] - seeds[:, 0, None, None]) ** 2 \
+        + (xx[None] + warp_x[None] - seeds[:, 1, None, None]) ** 2
     return d.argmin(0)
 
 

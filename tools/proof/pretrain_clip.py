@@ -19,7 +19,8 @@ def world_arguments(parser):
     parser.add_argument('--n-val', type=int, default=200)
     parser.add_argument('--size', type=int, default=128, help='scene side in pixels')
     parser.add_argument('--world-seed', type=int, default=0)
-    parser.add_argument('--cache', default=None, help='proof cache (default $DECLIP_PROOF_CACHE or ~/.cache/declip-mm/proof)')
+    parser.add_argument('--cache', default=None,
+                        help='proof cache (default $DECLIP_PROOF_CACHE or ~/.cache/declip-mm/proof)')
     parser.add_argument('--out', default=None, help='also copy the weights (and their .json report) here')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=None, help='torch threads (default: torch decides)')
@@ -35,7 +36,7 @@ def prepare_world(args):
         torch.set_num_threads(args.threads)
     root = _Path(args.world) if args.world else default_world_root(args.n_train, args.n_val, args.size,
                                                                    args.world_seed, args.cache)
-    return write_world(root, args.n_train, args.n_val, args.size, args.world_seed)
+    return write_world(root, args.n_train, args.n_val, args.size, args.world_seed, progress=not args.no_progress)
 
 
 def main(argv=None):

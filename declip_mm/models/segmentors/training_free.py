@@ -10,8 +10,15 @@ following the authors' ``DeCLIPSegmentation`` (DeCLIP zero-shot branch, built on
 
 ``seg_logits`` of each result holds the class probabilities of step 4 (K, H, W). Any DeCLIPViT mode works,
 so vanilla CLIP, MaskCLIP ('maskclip') and SCLIP-style ('csa') baselines are one config key away.
+
+Throughput: all windows of an image have the same size (min(crop, H) x min(crop, W)), so the slide path stacks
+them and runs the backbone once for as many windows as ``test_cfg.window_budget_mb`` allows (estimated
+activation peak of one window: :func:`window_activation_bytes`), capped by ``test_cfg.window_batch``
+(1 = the authors' one window per forward). The cosines are then taken, resized and summed window by window in
+the authors' order, so the result equals the one-window path up to the backbone's batched-matmul rounding.
 """
-from typing import List, Optional, Sequence, Union
+import math
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +31,36 @@ from ...registry import MODELS
 from ..text.vocabulary import ClassVocabularyMixin, load_class_names  # noqa: F401 (re-exported)
 
 
+# default memory budget of one batched backbone forward: every window of the paper configs' images (448 short side,
+# 336 / 112 windows: 8-12 windows; Cityscapes 560 x 1120: 24) in one forward with a B/16 or L/14 tower
+DEFAULT_WINDOW_BUDGET_MB = 1024
+
+
 def patch_padding(h: int, w: int, patch: int):
     """(left, right, top, bottom) zero padding that makes an h x w window a multiple of the patch size, split
     evenly with the extra pixel right / bottom (ProxyCLIP's ``compute_padsize``)."""
     dw, dh = -w % patch, -h % patch
     return dw // 2, dw - dw // 2, dh // 2, dh - dh // 2
+
+
+def slide_windows(h: int, w: int, crop_size, stride) -> List[Tuple[int, int, int, int]]:
+    """(y1, y2, x1, x2) of mmseg's ``slide_inference`` grid on an h x w input, in its order (rows, then
+    columns); the last window of a row / column is shifted back to end at the border, so every window is
+    min(crop, h) x min(crop, w)."""
+    (h_crop, w_crop), (h_stride, w_stride) = crop_size, stride
+    boxes = []
+    for i in range(max(h - h_crop + h_stride - 1, 0) // h_stride + 1):
+        for j in range(max(w - w_crop + w_stride - 1, 0) // w_stride + 1):
+            y2, x2 = min(i * h_stride + h_crop, h), min(j * w_stride + w_crop, w)
+            boxes.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+    return boxes
+
+
+def window_activation_bytes(tokens: int, width: int, num_heads: int, element_size: int = 4) -> int:
+    """Estimated peak activation memory of one window through a ViT at inference: the residual stream, q/k/v and
+    the 4x MLP hidden layer (8 x tokens x width) plus one attention matrix per head (heads x tokens^2). Within
+    ~25 % of the measured peaks in docs/benchmarks.md (ViT-B/16, 197-1765 tokens)."""
+    return element_size * (8 * tokens * width + num_heads * tokens * tokens)
 
 
 @MODELS.register_module()
@@ -44,7 +76,10 @@ class TrainingFreeSegmentor(ClassVocabularyMixin, EncoderDecoder):
         bg_thresh: pixels whose highest class probability is below it get ``bg_index`` (0 = off).
         bg_index: the background class index (VOC21, PC60, COCO-Object: 0).
         mode: DeCLIPViT mode used for the dense features; None = the backbone's.
-        test_cfg: mmseg test settings: mode 'slide' (crop_size, stride) or 'whole'.
+        test_cfg: mmseg test settings: mode 'slide' (crop_size, stride) or 'whole'. Slide only:
+            ``window_budget_mb`` (default 1024), the estimated activation memory one batched backbone forward may
+            use, and ``window_batch`` (default None = no cap), the most windows (times images) per forward;
+            ``window_batch=1`` is the one-window-at-a-time path.
     """
 
     def __init__(self, backbone: dict, text_encoder: dict, class_names: Union[str, Sequence[str]],
@@ -62,20 +97,66 @@ class TrainingFreeSegmentor(ClassVocabularyMixin, EncoderDecoder):
         self.logit_scale, self.bg_thresh, self.bg_index, self.mode = logit_scale, bg_thresh, bg_index, mode
         self.align_corners = False
         self.test_cfg = ConfigDict(test_cfg)
+        self.windows_per_forward(1, 1)                         # check the window settings now, not at test time
         self.train_cfg = None
         self.decode_head = None
 
     def encode_decode(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
         """Windows (B, 3, h, w) -> query cosines (B, S, h, w): padded to the patch size, dense features,
         cosine with every query, bilinear to the padded window, padding cut off."""
-        p = self.backbone.patch_size
-        h, w = inputs.shape[-2:]
-        left, right, top, bottom = patch_padding(h, w, p)
-        padded = F.pad(inputs, (left, right, top, bottom))
-        dense = self.backbone.extract_dense(padded, mode=self.mode)
+        return self.window_cosines(self.window_dense(inputs), inputs.shape[-2:])
+
+    def window_dense(self, windows: torch.Tensor) -> torch.Tensor:
+        """Windows (B, 3, h, w) -> L2-normalised dense features (B, D, ceil(h/p), ceil(w/p)) of the windows
+        zero-padded to a multiple of the patch size p (:func:`patch_padding`)."""
+        h, w = windows.shape[-2:]
+        padded = F.pad(windows, patch_padding(h, w, self.backbone.patch_size))
+        return self.backbone.extract_dense(padded, mode=self.mode)
+
+    def window_cosines(self, dense: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """Dense features of padded h x w windows (B, D, gh, gw) -> query cosines (B, S, h, w): cosine with
+        every query, bilinear to the padded window, padding cut off."""
+        h, w = size
+        left, right, top, bottom = patch_padding(h, w, self.backbone.patch_size)
         cosines = self.class_embeddings.query_cosines(dense)
-        cosines = F.interpolate(cosines, size=padded.shape[-2:], mode='bilinear', align_corners=False)
+        cosines = F.interpolate(cosines, size=(top + h + bottom, left + w + right), mode='bilinear',
+                                align_corners=False)
         return cosines[..., top:top + h, left:left + w]
+
+    def windows_per_forward(self, h: int, w: int) -> int:
+        """How many h x w windows one backbone forward takes: the memory budget over
+        :func:`window_activation_bytes` of one padded window, capped by ``window_batch``; at least 1."""
+        budget_mb = self.test_cfg.get('window_budget_mb', DEFAULT_WINDOW_BUDGET_MB)
+        cap = self.test_cfg.get('window_batch', None)
+        if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not budget_mb > 0:
+            raise ValueError(f'test_cfg.window_budget_mb must be a positive number (MB), got {budget_mb!r}')
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f'test_cfg.window_batch must be a positive int or None, got {cap!r}')
+        p = self.backbone.patch_size
+        tokens = math.ceil(h / p) * math.ceil(w / p) + 1
+        element_size = next(self.backbone.parameters()).element_size()
+        per_window = window_activation_bytes(tokens, self.backbone.width, self.backbone.num_heads, element_size)
+        fits = max(1, int(budget_mb * 2 ** 20 // per_window))
+        return fits if cap is None else min(fits, cap)
+
+    def slide_inference(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
+        """mmseg's ``slide_inference`` with the windows batched through the backbone: inputs (B, 3, H, W) ->
+        window-averaged query cosines (B, S, H, W). The windows of :func:`slide_windows` go through
+        :meth:`window_dense` in groups of :meth:`windows_per_forward` (window-major, image-minor); each window's
+        cosines are summed into the canvas in the grid's order, then divided by the coverage."""
+        batch, _, height, width = inputs.shape
+        boxes = slide_windows(height, width, self.test_cfg.crop_size, self.test_cfg.stride)
+        y1, y2, x1, x2 = boxes[0]
+        group = max(1, self.windows_per_forward(y2 - y1, x2 - x1) // batch)
+        preds = inputs.new_zeros((batch, self.out_channels, height, width))
+        count = inputs.new_zeros((batch, 1, height, width))
+        for start in range(0, len(boxes), group):
+            chunk = boxes[start:start + group]
+            dense = self.window_dense(torch.cat([inputs[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk]))
+            for (y1, y2, x1, x2), window in zip(chunk, dense.split(batch)):
+                preds[:, :, y1:y2, x1:x2] += self.window_cosines(window, (y2 - y1, x2 - x1))
+                count[:, :, y1:y2, x1:x2] += 1
+        return preds / count
 
     def postprocess_result(self, seg_logits: torch.Tensor, data_samples=None):
         """Query cosines (B, S, H, W) of the network input -> per image: padding removed, un-flipped, bilinear

@@ -1,0 +1,152 @@
+"""The page ``declip-mm serve`` shows (plain HTML + JS, no external resource): a form (image, vocabulary,
+background), then the overlay and the per-class area table. Kept as a Python string so that a ``pip install``
+carries it without package-data rules. ``/?example=1`` segments the server's example photo on load
+(``&vocabulary=...`` / ``&background=...`` override the example's). For tests, ``body[data-state]`` is
+idle / busy / done / error and the overlay ``img[data-rect]`` holds its on-screen box "left,top,width,height".
+"""
+
+PAGE_HTML = '''<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>DeCLIP open-vocabulary segmentation</title>
+<style>
+  body { font-family: sans-serif; margin: 0; color: #1b1b1b; background: #ffffff; }
+  header { background: #1f4e8c; color: #ffffff; padding: 12px 20px; }
+  header h1 { margin: 0; font-size: 20px; }
+  header p { margin: 4px 0 0; font-size: 13px; }
+  main { padding: 16px 20px; }
+  form { display: grid; grid-template-columns: max-content 420px; gap: 8px 12px; align-items: center; }
+  label { font-weight: bold; font-size: 14px; }
+  input[type=text] { font-size: 14px; padding: 4px; }
+  button { font-size: 15px; padding: 6px 18px; grid-column: 2; justify-self: start; }
+  #status { margin: 12px 0; font-size: 14px; min-height: 18px; }
+  #error { display: none; margin: 12px 0; padding: 10px; border: 2px solid #b00020; background: #fdecee;
+           color: #b00020; font-weight: bold; white-space: pre-wrap; }
+  #result { display: none; gap: 24px; align-items: flex-start; }
+  #overlay { display: block; max-width: none; image-rendering: pixelated; }
+  table { border-collapse: collapse; font-size: 14px; }
+  th, td { border: 1px solid #bbbbbb; padding: 4px 10px; text-align: left; }
+  td.area { text-align: right; font-variant-numeric: tabular-nums; }
+</style>
+</head>
+<body data-state="idle">
+<header>
+  <h1>DeCLIP open-vocabulary segmentation</h1>
+  <p id="model"></p>
+</header>
+<main>
+  <form id="form">
+    <label for="image">Image</label>
+    <input type="file" id="image" accept="image/*">
+    <label for="vocabulary">Vocabulary</label>
+    <input type="text" id="vocabulary" placeholder="cat, dog, sofa; couch">
+    <label for="background">Background (optional)</label>
+    <input type="text" id="background" placeholder="e.g. background (empty: none)">
+    <button type="submit" id="run">Segment</button>
+  </form>
+  <p style="font-size: 13px; color: #555555">Classes are separated by commas; synonyms of one class by ';'.
+    A named background class takes the pixels no class is confident about.</p>
+  <div id="status" aria-live="polite"></div>
+  <div id="error" role="alert"></div>
+  <div id="result">
+    <img id="overlay" alt="segmentation overlay">
+    <table id="areas">
+      <thead><tr><th>class</th><th>area</th></tr></thead>
+      <tbody></tbody>
+    </table>
+  </div>
+</main>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+
+function setState(state, message) {
+  document.body.dataset.state = state;
+  $("status").textContent = message || "";
+}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").style.display = "block";
+  $("result").style.display = "none";
+  setState("error", "");
+}
+
+function render(data) {
+  const body = $("areas").querySelector("tbody");
+  body.replaceChildren();
+  for (const [name, fraction] of data.areas) {
+    const row = document.createElement("tr");
+    row.dataset.name = name;
+    row.dataset.fraction = String(fraction);
+    const cell = document.createElement("td");
+    cell.textContent = name + (name === data.background ? " (background)" : "");
+    const area = document.createElement("td");
+    area.className = "area";
+    area.textContent = (100 * fraction).toFixed(1) + " %";
+    row.append(cell, area);
+    body.append(row);
+  }
+  const img = $("overlay");
+  img.onload = () => {
+    const r = img.getBoundingClientRect();
+    img.dataset.rect = [r.left, r.top, r.width, r.height].map(Math.round).join(",");
+    setState("done", `${data.width} x ${data.height} px, ${data.class_names.length} classes, ` +
+                     `${data.seconds.toFixed(2)} s`);
+  };
+  $("error").style.display = "none";
+  $("result").style.display = "flex";
+  img.src = data.overlay;
+}
+
+async function segment(image, vocabulary, background) {
+  setState("busy", "segmenting ...");
+  let response, data;
+  try {
+    response = await fetch("/api/segment", {
+      method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({image: image, vocabulary: vocabulary, background: background || null})});
+    data = await response.json();
+  } catch (err) {
+    showError("request failed: " + err);
+    return;
+  }
+  if (!response.ok) { showError(data.error || ("HTTP " + response.status)); return; }
+  render(data);
+}
+
+function readFile(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+$("form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = $("image").files[0];
+  segment(file ? await readFile(file) : null, $("vocabulary").value, $("background").value);
+});
+
+async function start() {
+  try {
+    const info = await (await fetch("/api/info")).json();
+    $("model").textContent = info.model;
+  } catch (err) { /* the page works without it */ }
+  const query = new URLSearchParams(window.location.search);
+  if (!query.has("example")) return;
+  const response = await fetch("/api/example");
+  const example = await response.json();
+  if (!response.ok) { showError(example.error); return; }
+  $("vocabulary").value = query.has("vocabulary") ? query.get("vocabulary") : example.vocabulary;
+  $("background").value = query.has("background") ? query.get("background") : (example.background || "");
+  segment(example.image, $("vocabulary").value, $("background").value);
+}
+start();
+</script>
+</body>
+</html>
+'''

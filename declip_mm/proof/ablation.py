@@ -107,16 +107,25 @@ class ProofInputs:
 
 def prepare_inputs(world_root=None, n_train: int = 2000, n_val: int = 200, size: int = 128, world_seed: int = 0,
                    cache_dir: Optional[str] = None, clip_kwargs: Optional[dict] = None,
-                   vfm_kwargs: Optional[dict] = None, progress: bool = True) -> ProofInputs:
-    """Write the world (idempotent) and pretrain its CLIP and VFM (cached by ``declip_mm.proof.pretrain``)."""
+                   vfm_kwargs: Optional[dict] = None, progress: bool = True, clip_checkpoint: Optional[str] = None,
+                   vfm_checkpoint: Optional[str] = None) -> ProofInputs:
+    """Write the world (idempotent) and pretrain its CLIP and VFM (cached by ``declip_mm.proof.pretrain``);
+    ``clip_checkpoint`` / ``vfm_checkpoint`` use weights pretrained before instead (default architectures)."""
     from .cache import default_world_root
     from .pretrain import CLIP_MODEL, pretrain_clip, pretrain_vfm
     from .world import CLASS_NAMES, IGNORE, THING_CLASSES, write_world
     root = Path(world_root) if world_root else default_world_root(n_train, n_val, size, world_seed, cache_dir)
     write_world(root, n_train, n_val, size, world_seed)
     clip_kwargs = dict(clip_kwargs or {})
-    clip = pretrain_clip(root, cache_dir=cache_dir, progress=progress, **clip_kwargs)
-    _, vfm_cfg = pretrain_vfm(root, cache_dir=cache_dir, progress=progress, **(vfm_kwargs or {}))
+    for path in (clip_checkpoint, vfm_checkpoint):
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f'pretrained weights not found: {path}')
+    clip = clip_checkpoint or pretrain_clip(root, cache_dir=cache_dir, progress=progress, **clip_kwargs)
+    if vfm_checkpoint:
+        from .vfm_pretrain import vfm_teacher_cfg
+        vfm_cfg = vfm_teacher_cfg(vfm_checkpoint)
+    else:
+        _, vfm_cfg = pretrain_vfm(root, cache_dir=cache_dir, progress=progress, **(vfm_kwargs or {}))
     return ProofInputs(world_root=root, model_name=clip_kwargs.get('model_name', CLIP_MODEL), clip_checkpoint=str(clip),
                        vfm_teacher=dict(vfm_cfg), class_names=list(CLASS_NAMES), thing_classes=list(THING_CLASSES),
                        image_size=size, ignore_index=IGNORE)

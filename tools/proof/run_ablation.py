@@ -27,6 +27,8 @@ def parse_args(argv=None):
     p.add_argument('--n-val', type=int, default=200)
     p.add_argument('--size', type=int, default=128, help='scene side in pixels')
     p.add_argument('--cache', default=None, help='proof cache (default $DECLIP_PROOF_CACHE or ~/.cache/declip-mm/proof)')
+    p.add_argument('--clip', default=None, help='world CLIP weights pretrained before (default: pretrain_clip, cached)')
+    p.add_argument('--vfm', default=None, help='world VFM weights pretrained before (default: pretrain_vfm, cached)')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--variants', nargs='+', default=[v.key for v in VARIANTS], choices=[v.key for v in VARIANTS])
     p.add_argument('--max-images', type=int, default=None, help='evaluate on the first N held-out scenes only')
@@ -44,7 +46,8 @@ def main(argv=None):
     from declip_mm.proof.cache import proof_cache_dir
     progress = not args.no_progress
     print('[1/3] world and pretrained towers (cached after the first run) ...', flush=True)
-    inputs = prepare_inputs(args.world, args.n_train, args.n_val, args.size, cache_dir=args.cache, progress=progress)
+    inputs = prepare_inputs(args.world, args.n_train, args.n_val, args.size, cache_dir=args.cache, progress=progress,
+                            clip_checkpoint=args.clip, vfm_checkpoint=args.vfm)
     cache = proof_cache_dir(args.cache)
     print(f'      world {inputs.world_root}\n      CLIP  {inputs.clip_checkpoint}\n'
           f"      VFM   {inputs.vfm_teacher.get('checkpoint')}", flush=True)

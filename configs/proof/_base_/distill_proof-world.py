@@ -20,7 +20,7 @@ model = dict(
     # pretrain_vfm's VFMTeacher config: a tiny DINOv2-architecture ViT (4 registers, 8 px patches) and its
     # weights file (checkpoint set by the ablation)
     vfm_teacher=dict(type='VFMTeacher', arch='dinov2_vits14_reg', checkpoint=None, dtype='fp32',
-                     model_kwargs=dict(img_size=96, patch_size=8, embed_dim=96, depth=4, num_heads=3,
+                     model_kwargs=dict(img_size=96, patch_size=8, embed_dim=64, depth=4, num_heads=2,
                                        init_values=0.1)),
     diffusion_teacher=None,
     context_loss=dict(type='ContextDistillLoss', kind='kl', tau_t=0.1, tau_s=0.1, loss_weight=0.25),
@@ -29,19 +29,19 @@ model = dict(
     context_features='context',
     region_cells=4)
 train_dataloader = dict(
-    batch_size=8, num_workers=0, sampler=dict(type='InfiniteSampler', shuffle=True),
+    batch_size=4, num_workers=0, sampler=dict(type='InfiniteSampler', shuffle=True),
     # the world's train images (labels and captions unused); sizes follow the world CLIP (set by the ablation)
     dataset=dict(data_root='data/proof_world', img_dir='train/images', ann_file=None, student_size=128,
-                 student_patch=8, vfm_patch=8, crop_size=96, sd_size=None, max_regions=8))
+                 student_patch=8, vfm_patch=8, crop_size=96, sd_size=None, max_regions=6))
 custom_hooks = [dict(type='DeCLIPDistillHook', alpha=0.7, export_interval=0)]
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.1, betas=(0.9, 0.98), eps=1e-6),
+    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=0.1, betas=(0.9, 0.98), eps=1e-6),
     paramwise_cfg=dict(flat_decay_mult=0.0))
 # iteration-based: a short run sees part of the world once (the grid draws of epoch 0). The ablation keeps the
 # cosine's end at train_cfg.max_iters whatever --cfg-options sets.
-param_scheduler = [dict(type='WarmupCosineLR', warmup_iters=15, by_epoch=False, begin=0, end=150)]
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=150)
+param_scheduler = [dict(type='WarmupCosineLR', warmup_iters=10, by_epoch=False, begin=0, end=80)]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=80)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 default_hooks = dict(logger=dict(type='LoggerHook', interval=5),
                      checkpoint=dict(type='CheckpointHook', interval=100000, by_epoch=False, save_last=False))

@@ -222,7 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise RequestError(411, 'the request needs a Content-Length header')
         if int(length) > self.max_upload_bytes:
-            self.close_connection = True           # the unread body must not be taken for the next request
+            self._discard_body(int(length))
             raise RequestError(413, f'the request is {int(length) / 2 ** 20:.1f} MB; this server takes at most '
                                     f'{self.max_upload_bytes / 2 ** 20:.1f} MB (--max-upload-mb)')
         body = self.rfile.read(int(length))
@@ -231,6 +231,18 @@ class _Handler(BaseHTTPRequestHandler):
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise RequestError(400, f'the request body is not JSON ({err})') from err
         return self.service.segment(request)
+
+    def _discard_body(self, length: int):
+        """Read an oversized body away (up to 16 x the limit) so the client gets the 413, not a broken pipe; a
+        larger one is left unread and the connection closed."""
+        self.close_connection = True               # an unread rest must not be taken for the next request
+        if length > 16 * self.max_upload_bytes:
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, 2 ** 16))
+            if not chunk:
+                return
+            length -= len(chunk)
 
 
 def make_server(service: SegmentationService, host: str = '127.0.0.1', port: int = 0,

@@ -172,3 +172,27 @@ def test_window_activation_estimate():
 def test_bad_window_settings_are_refused_at_construction(test_cfg, match):
     with pytest.raises(ValueError, match=match):
         build('DeCLIP-Tiny-ViT-16', 96, 32, **test_cfg)
+
+
+def test_set_class_vocabulary_equals_a_segmentor_built_with_it(sample_root):
+    """Swapping the vocabulary of a built segmentor (the user APIs' per-call vocabularies) predicts exactly what a
+    segmentor constructed with that vocabulary predicts; a background index outside it is refused."""
+    import numpy as np
+    from declip_mm.apis import build_segmentor, load_image, segment_image
+    torch.manual_seed(0)
+    backbone = dict(type='DeCLIPViT', model_name='DeCLIP-Tiny-ViT-16', attn_scale='1/sqrt(d)')
+    text = dict(type='OpenCLIPTextEncoder', model_name='DeCLIP-Tiny-ViT-16', templates='simple', embedding_cache=False)
+    kwargs = dict(mode='csa', bg_thresh=0.3, test_cfg=dict(mode='slide', crop_size=(96, 96), stride=(64, 64)))
+    new = ['sky', 'cat', 'sofa; couch']
+    built = build_segmentor(backbone, text, new, bg_index=2, **kwargs)
+    swapped = build_segmentor(backbone, text, ['dog', 'tree'], **kwargs)
+    swapped.backbone.load_state_dict(built.backbone.state_dict())
+    swapped.set_class_vocabulary(built.class_embeddings, bg_index=2)
+    assert swapped.class_names == new and (swapped.num_classes, swapped.out_channels) == (3, 4)
+    image = load_image(sorted((sample_root / 'voc' / 'JPEGImages').glob('*.jpg'))[0])
+    labels_a, probs_a = segment_image(built, image, short_side=128)
+    labels_b, probs_b = segment_image(swapped, image, short_side=128)
+    assert np.array_equal(labels_a, labels_b) and torch.equal(probs_a, probs_b)
+    assert (labels_a == 2).any()                      # the threshold put pixels on the background index
+    with pytest.raises(ValueError, match='bg_index 3 outside the 3 classes'):
+        swapped.set_class_vocabulary(built.class_embeddings, bg_index=3)

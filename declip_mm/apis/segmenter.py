@@ -188,12 +188,7 @@ class OpenVocabSegmenter:
             return vocab
         with torch.no_grad():
             classes = self.text_encoder(vocab.classes)
-        seg = self.model
-        seg.class_names = list(vocab.classes)
-        seg.text_embeddings = classes.embeddings.to(self.device)
-        seg.text_class_index = classes.class_index.to(self.device)
-        seg.num_classes, seg.out_channels = len(vocab), len(classes.embeddings)
-        seg.bg_index = vocab.background_index if vocab.background_index is not None else 0
+        self.model.set_class_vocabulary(classes, bg_index=vocab.background_index or 0)
         self.vocabulary = vocab
         return vocab
 

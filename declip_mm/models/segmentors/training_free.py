@@ -101,6 +101,15 @@ class TrainingFreeSegmentor(ClassVocabularyMixin, EncoderDecoder):
         self.train_cfg = None
         self.decode_head = None
 
+    def set_class_vocabulary(self, classes, bg_index: int = 0) -> None:
+        """A new vocabulary (``ClassEmbeddings``) and its background index (used only with ``bg_thresh`` > 0)."""
+        if not 0 <= bg_index < classes.num_classes:
+            raise ValueError(f'bg_index {bg_index} outside the {classes.num_classes} classes')
+        super().set_class_vocabulary(classes)
+        self.num_classes = len(self.class_names)
+        self.out_channels = len(self.text_embeddings)
+        self.bg_index = bg_index
+
     def encode_decode(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
         """Windows (B, 3, h, w) -> query cosines (B, S, h, w): padded to the patch size, dense features,
         cosine with every query, bilinear to the padded window, padding cut off."""

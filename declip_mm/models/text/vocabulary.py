@@ -39,6 +39,14 @@ class ClassVocabularyMixin:
         self.register_buffer('text_embeddings', classes.embeddings, persistent=False)
         self.register_buffer('text_class_index', classes.class_index, persistent=False)
 
+    def set_class_vocabulary(self, classes: ClassEmbeddings) -> None:
+        """Replace the vocabulary by already encoded classes (S synonym rows of K classes), e.g. a user's per-call
+        vocabulary; the buffers stay on their device."""
+        device = self.text_embeddings.device
+        self.class_names = list(classes.names)
+        self.text_embeddings = classes.embeddings.to(device)
+        self.text_class_index = classes.class_index.to(device)
+
     @property
     def class_embeddings(self) -> ClassEmbeddings:
         return ClassEmbeddings(self.text_embeddings, self.text_class_index, self.class_names)

@@ -6,7 +6,9 @@ import torch
 
 from declip_mm.proof.ablation import VARIANT_BY_KEY, distill, distill_config, evaluate, prepare_inputs
 
-ITERS = 30
+ITERS = 40
+# a real weight on the region-correlation term (0.05 in the configs), or its gradient drowns in 40 iterations
+OVERRIDES = {'train_cfg.max_iters': ITERS, 'param_scheduler.0.warmup_iters': 3, 'model.rcc_loss.loss_weight': 2.0}
 
 
 @pytest.fixture(scope='module')
@@ -16,7 +18,7 @@ def proof(tmp_path_factory):
                             clip_kwargs=dict(steps=80, batch_size=32, warmup=10, zero_shot_scenes=None),
                             vfm_kwargs=dict(steps=30, batch_size=16, warmup=5, probe_scenes=None), progress=False)
     run = distill(VARIANT_BY_KEY['declip_rcc'], inputs, 0, cache,
-                  overrides={'train_cfg.max_iters': ITERS, 'param_scheduler.0.warmup_iters': 3}, progress=False)
+                  overrides=OVERRIDES, progress=False)
     return inputs, run, cache
 
 
@@ -63,7 +65,7 @@ def test_distillation_lowers_every_loss(proof):
     assert set(run.losses) == {'loss', 'loss_content', 'loss_context', 'loss_rcc'}
     for term, values in run.losses.items():
         assert len(values) == ITERS, term
-        first, last = np.mean(values[:5]), np.mean(values[-5:])
+        first, last = np.mean(values[:10]), np.mean(values[-10:])
         assert last < 0.97 * first, (term, first, last)
 
 
@@ -80,5 +82,5 @@ def test_declip_dense_features_beat_the_untrained_ones_on_held_out_scenes(proof)
 def test_a_second_run_is_read_from_the_cache(proof):
     inputs, run, cache = proof
     again = distill(VARIANT_BY_KEY['declip_rcc'], inputs, 0, cache,
-                    overrides={'train_cfg.max_iters': ITERS, 'param_scheduler.0.warmup_iters': 3}, progress=False)
+                    overrides=OVERRIDES, progress=False)
     assert again.cached and again.backbone == run.backbone and again.losses == run.losses

@@ -72,7 +72,7 @@ def run_proof(args, out: Path) -> None:
     inputs = prepare_inputs(cache_dir=args.proof_cache)
     print(f'[proof 2/3] distilling every variant (seeds {args.proof_seeds}) and evaluating on held-out scenes ...',
           flush=True)
-    result = run_ablation(inputs, proof_cache_dir(args.proof_cache), args.proof_seeds)
+    result = run_ablation(inputs, proof_cache_dir(args.proof_cache), args.proof_seeds, max_images=100)  # as docs/proof.md
     print('[proof 3/3] table, plots and overlays ...', flush=True)
     paths = write_report(result, out / 'proof')
     print('\n' + format_table(result) + '\n')

@@ -18,7 +18,7 @@ test: install
 sample-data: install
 	@PYTHONPATH=$(CURDIR) $(PY) tools/fetch_sample_data.py
 
-# make demo DEMO_ARGS="--skip-distill --model-name EVA02-B-16 --backbone declip.pth --text-weights merged2b_s8b_b131k"
+# make demo DEMO_ARGS="--skip-proof --skip-distill --model-name EVA02-B-16 --backbone declip.pth --text-weights merged2b_s8b_b131k"
 DEMO_ARGS ?=
 demo: install
 	@PYTHONPATH=$(CURDIR) $(PY) tools/demo.py $(DEMO_ARGS)

@@ -14,7 +14,7 @@ Then the real photos:
 
 With real weights (documented in docs/evaluation.md):
 
-    python tools/demo.py --skip-distill --model-name EVA02-B-16 --backbone declip_eva_b16.pth \
+    python tools/demo.py --skip-proof --skip-distill --model-name EVA02-B-16 --backbone declip_eva_b16.pth \
         --text-weights merged2b_s8b_b131k [--classes voc21 | file.txt | "cat,dog,sofa; couch"] [--images DIR]
 """
 import sys as _sys
@@ -200,7 +200,7 @@ def main(argv=None):
     if tiny:
         print('\n  NOTE: these weights are a tiny RANDOMLY initialised CLIP distilled for 30 iterations on 9 photos,\n'
               '  so the segmentation is near chance by design: the demo shows the pipeline, not DeCLIP\'s quality.\n'
-              '  Run real weights with: python tools/demo.py --skip-distill --model-name EVA02-B-16 \\\n'
+              '  Run real weights with: python tools/demo.py --skip-proof --skip-distill --model-name EVA02-B-16 \\\n'
               '      --backbone declip_eva_b16.pth --text-weights merged2b_s8b_b131k   (see docs/evaluation.md)')
         if not args.skip_proof:
             print('  The proof of mechanism above is where DeCLIP is measured working (trained towers, known labels).')

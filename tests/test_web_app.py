@@ -208,7 +208,9 @@ def test_command_line_checks(tmp_path, capsys):
 
 def test_one_command_starts_the_server(photo):
     """``python -m declip_mm.apis.web_app`` (what ``declip-mm serve`` runs): builds the model, prints the address,
-    serves the page and the example until stopped."""
+    serves the page and the example until Ctrl-C, also when started with SIGINT ignored (as under CI)."""
+    import signal as _signal
+    previous = _signal.signal(_signal.SIGINT, _signal.SIG_IGN)   # the child inherits SIG_IGN, as from a background shell
     import os
     import signal
     import sys
@@ -216,7 +218,10 @@ def test_one_command_starts_the_server(photo):
                '--device', 'cpu', '--precision', 'fp32', '--example-image', str(photo)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                       os.environ.get('PYTHONPATH', '')]))
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    finally:
+        _signal.signal(_signal.SIGINT, previous)
     try:
         address = None
         for line in proc.stderr:                                           # until the server says where it is
@@ -235,7 +240,11 @@ def test_one_command_starts_the_server(photo):
         import threading
         threading.Thread(target=proc.stderr.read, daemon=True).start()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=180) == 0
+        try:
+            assert proc.wait(timeout=180) == 0
+        finally:
+            if proc.poll() is None:      # never leave a server behind
+                proc.kill()
 
 
 # ------------------------------------------------------------------ the page in headless Chromium

@@ -28,6 +28,7 @@ import binascii
 import io
 import ipaddress
 import json
+import signal
 import sys
 import threading
 import time
@@ -318,6 +319,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               'it has no authentication', file=sys.stderr)
     print(f'[declip-mm serve] open http://{"127.0.0.1" if host == "0.0.0.0" else host}:{port}/ '
           '(Ctrl-C stops)', file=sys.stderr, flush=True)
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C and SIGTERM stop the server, also where the process started with SIGINT ignored (background jobs
+        # of a non-interactive shell inherit SIG_IGN, and Python then never raises KeyboardInterrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

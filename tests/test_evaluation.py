@@ -32,7 +32,7 @@ def segmentor_cfg(**kwargs):
 
 def voc_runner_cfg(sample_root, work_dir, test_cfg):
     pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(10000, 160), keep_ratio=True),
-                dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
+                dict(type='declip_mm.LoadFullRangeAnnotations'), dict(type='PackSegInputs')]
     return Config(dict(
         default_scope='mmseg', work_dir=str(work_dir),
         model=segmentor_cfg(test_cfg=test_cfg),
@@ -258,7 +258,7 @@ model = dict(backbone=dict(model_name='{TINY}', pretrained=None),
              test_cfg=dict(crop_size=(96, 96), stride=(64, 64)))
 test_dataloader = dict(num_workers=0, dataset=dict(data_root='{sample_root / "voc"}',
     pipeline=[dict(type='LoadImageFromFile'), dict(type='Resize', scale=(10000, 128), keep_ratio=True),
-              dict(type='LoadAnnotations'), dict(type='PackSegInputs')]))
+              dict(type='declip_mm.LoadFullRangeAnnotations'), dict(type='PackSegInputs')]))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 ''')
     torch.manual_seed(0)

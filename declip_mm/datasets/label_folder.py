@@ -1,7 +1,12 @@
 """``LabelFolderSegDataset``: an mmseg dataset of the images that have a label file, as detectron2's
 ``load_sem_seg`` builds CAT-Seg's benchmarks (the d2-format folders CAT-Seg's ``datasets/prepare_*.py`` write):
 every label in ``seg_map_path`` paired with the image of the same stem in ``img_path``. mmseg's ``BaseSegDataset``
-instead lists the image folder, which for VOC holds 17k images for 1,449 labels."""
+instead lists the image folder, which for VOC holds 17k images for 1,449 labels.
+
+Each sample carries the dataset's class count and ``ignore_index`` (``num_classes``, ``ignore_index``), which
+``LoadFullRangeAnnotations`` (``datasets/transforms/load_labels.py``) checks every label value against: A-847 and
+PC-459 labels are 16-bit (ignore 65535 / 459), and a value that is neither a class nor the ignore index raises an
+error naming the file instead of becoming a wrong class."""
 import json
 from pathlib import Path
 from typing import List, Sequence, Union
@@ -32,7 +37,7 @@ def catseg_vocabulary(spec: Union[str, Sequence[str]]) -> List[str]:
 class LabelFolderSegDataset(BaseSegDataset):
     """Args (besides mmseg's): ``vocabulary`` (a CAT-Seg vocabulary name, json or list: the dataset's classes),
     ``data_prefix=dict(img_path, seg_map_path)``, ``img_suffix`` / ``seg_map_suffix`` ('.jpg' / '.png'; '.tif'
-    for ADE-847)."""
+    for A-847 and PC-459), ``ignore_index`` (mmseg's, default 255; 65535 for A-847, 459 for PC-459)."""
 
     def __init__(self, vocabulary: Union[str, Sequence[str]], **kwargs):
         metainfo = dict(kwargs.pop('metainfo', None) or {}, classes=tuple(catseg_vocabulary(vocabulary)))
@@ -48,7 +53,8 @@ class LabelFolderSegDataset(BaseSegDataset):
             if not img.is_file():
                 raise FileNotFoundError(f'{seg} has no image {img}')
             data_list.append(dict(img_path=str(img), seg_map_path=str(seg), label_map=self.label_map,
-                                  reduce_zero_label=self.reduce_zero_label, seg_fields=[]))
+                                  reduce_zero_label=self.reduce_zero_label, seg_fields=[],
+                                  num_classes=len(self._metainfo['classes']), ignore_index=self.ignore_index))
         if not data_list:
             raise FileNotFoundError(f'no *{self.seg_map_suffix} label in {seg_dir}')
         return data_list

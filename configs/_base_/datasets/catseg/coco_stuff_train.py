@@ -4,7 +4,7 @@
 data_root = 'data/coco-stuff/'
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='declip_mm.LoadFullRangeAnnotations'),   # mmseg's LoadAnnotations without the uint8 cast
     dict(type='RandomChoiceResize', scales=[(1333, 384)], keep_ratio=True),
     dict(type='RandomCrop', crop_size=(384, 384), cat_max_ratio=1.0),
     dict(type='PhotoMetricDistortion'),

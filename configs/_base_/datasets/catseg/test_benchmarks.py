@@ -5,13 +5,13 @@
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(2560, 640), keep_ratio=True),
-    dict(type='LoadAnnotations'),
+    dict(type='declip_mm.LoadFullRangeAnnotations'),   # labels at their full range (16-bit A-847 / PC-459)
     dict(type='PackSegInputs'),
 ]
 benchmarks = dict(
-    ade847=dict(data_root='data/ADE20K_2021_17_01', vocabulary='ade847', seg_map_suffix='.tif',
+    ade847=dict(data_root='data/ADE20K_2021_17_01', vocabulary='ade847', seg_map_suffix='.tif', ignore_index=65535,
                 data_prefix=dict(img_path='images_detectron2/validation', seg_map_path='annotations_detectron2/validation')),
-    pc459=dict(data_root='data/VOCdevkit/VOC2010', vocabulary='pc459', seg_map_suffix='.tif',
+    pc459=dict(data_root='data/VOCdevkit/VOC2010', vocabulary='pc459', seg_map_suffix='.tif', ignore_index=459,
                data_prefix=dict(img_path='JPEGImages', seg_map_path='annotations_detectron2/pc459_val')),
     ade150=dict(data_root='data/ADEChallengeData2016', vocabulary='ade150',
                 data_prefix=dict(img_path='images/validation', seg_map_path='annotations_detectron2/validation')),

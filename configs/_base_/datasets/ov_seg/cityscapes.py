@@ -3,7 +3,7 @@ _base_ = ['./ov_seg_eval.py']
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(4096, 560), keep_ratio=True),
-    dict(type='LoadAnnotations'),
+    dict(type='declip_mm.LoadFullRangeAnnotations'),   # mmseg's LoadAnnotations without the uint8 cast
     dict(type='PackSegInputs'),
 ]
 test_dataloader = dict(

@@ -3,7 +3,7 @@ _base_ = ['./ov_seg_eval.py']
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(2048, 448), keep_ratio=True),   # the authors' cfg_coco_object.py
-    dict(type='LoadAnnotations'),
+    dict(type='declip_mm.LoadFullRangeAnnotations'),   # mmseg's LoadAnnotations without the uint8 cast
     dict(type='PackSegInputs'),
 ]
 test_dataloader = dict(

@@ -5,7 +5,7 @@
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(4096, 448), keep_ratio=True),
-    dict(type='LoadAnnotations'),
+    dict(type='declip_mm.LoadFullRangeAnnotations'),   # mmseg's LoadAnnotations without the uint8 cast
     dict(type='PackSegInputs'),
 ]
 test_dataloader = dict(

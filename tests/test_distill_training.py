@@ -19,7 +19,7 @@ from mmengine.runner import set_random_seed
 from declip_mm.datasets import declip_distill_collate
 from declip_mm.models import DeCLIPViT
 from declip_mm.registry import DATASETS, MODELS
-from declip_mm.utils import load_trusted_checkpoint
+from declip_mm.utils import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CFG = REPO / 'configs/distill/declip_tiny-vit_tiny-dinov2_sample-photos_cpu.py'
@@ -83,7 +83,7 @@ def test_tiny_distillation_lowers_every_loss_term_and_exports(sample_root, tmp_p
     set_random_seed(0)                                     # what the Runner did before building the model
     model = MODELS.build(cfg.model)
     model.place_teachers()
-    ckpt = load_trusted_checkpoint(str(work / 'epoch_6.pth'))['state_dict']
+    ckpt = load_checkpoint(str(work / 'epoch_6.pth'))['state_dict']
     frozen = 'student.visual.positional_embedding'         # not trained: proves the same initial weights
     torch.testing.assert_close(model.state_dict()[frozen], ckpt[frozen], rtol=0, atol=0)
     before = evaluate_losses(model, cfg, sample_root / 'photos')
@@ -116,8 +116,8 @@ def test_two_gloo_processes_follow_the_single_process_trajectory(sample_root, tm
     for a, b in zip(one, two):
         for term in ('loss', 'loss_context', 'loss_content', 'loss_rcc'):
             assert b[term] == pytest.approx(a[term], rel=1e-4, abs=1e-6), (term, a['step'])
-    w1 = load_trusted_checkpoint(str(tmp_path / 'one' / 'epoch_2.pth'))['state_dict']
-    w2 = load_trusted_checkpoint(str(tmp_path / 'two' / 'epoch_2.pth'))['state_dict']
+    w1 = load_checkpoint(str(tmp_path / 'one' / 'epoch_2.pth'))['state_dict']
+    w2 = load_checkpoint(str(tmp_path / 'two' / 'epoch_2.pth'))['state_dict']
     for k in w1:
         a, b = w1[k].clone(), w2[k].clone()
         if k.endswith('attn.in_proj_bias'):
@@ -149,8 +149,8 @@ def test_killed_run_resumes_to_the_same_weights(sample_root, tmp_path):
     assert not (killed / 'epoch_4.pth').exists(), 'the run finished before it could be killed'
     log = train(killed, *common, resume=True)
     assert 'resumed epoch' in log
-    full = load_trusted_checkpoint(str(tmp_path / 'full' / 'epoch_4.pth'))
-    resumed = load_trusted_checkpoint(str(killed / 'epoch_4.pth'))
+    full = load_checkpoint(str(tmp_path / 'full' / 'epoch_4.pth'))
+    resumed = load_checkpoint(str(killed / 'epoch_4.pth'))
     for k, v in full['state_dict'].items():
         torch.testing.assert_close(resumed['state_dict'][k], v, atol=1e-6, rtol=0)
 
@@ -287,7 +287,7 @@ def test_validation_during_distillation_uses_the_ensemble(sample_root, tmp_path)
     val_miou = [json.loads(line) for line in sorted(tmp_path.glob('*/vis_data/scalars.json'))[0].read_text()
                 .splitlines() if 'mIoU' in line][-1]['mIoU']
     # after validation the raw student is back in place
-    ckpt = load_trusted_checkpoint(str(tmp_path / 'epoch_1.pth'))['state_dict']
+    ckpt = load_checkpoint(str(tmp_path / 'epoch_1.pth'))['state_dict']
     for k, v in raw.items():
         torch.testing.assert_close(v, ckpt[f'student.{k}'], rtol=0, atol=0)
     # the logged mIoU is the ensemble's: evaluate 0.7 * student + 0.3 * original again, without the hook

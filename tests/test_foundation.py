@@ -198,19 +198,19 @@ def _run_tool(tool, args, cwd):
 
 @pytest.mark.slow
 def test_train_checkpoint_resume_and_test(tmp_path):
-    from declip_mm.utils import load_trusted_checkpoint
+    from declip_mm.utils import load_checkpoint
     (tmp_path / 'toy_task.py').write_text(TOY_TASK)
     (tmp_path / 'toy_cfg.py').write_text(TOY_CONFIG)
 
     _run_tool('train.py', ['toy_cfg.py', '--work-dir', 'full'], tmp_path)
-    full = load_trusted_checkpoint(str(tmp_path / 'full' / 'iter_4.pth'))
+    full = load_checkpoint(str(tmp_path / 'full' / 'iter_4.pth'))
     assert full['meta']['iter'] == 4 and (tmp_path / 'full' / 'iter_2.pth').is_file()
 
     # a run stopped after iteration 2 and resumed ends with the uninterrupted run's weights
     _run_tool('train.py', ['toy_cfg.py', '--work-dir', 'part', '--cfg-options', 'train_cfg.max_iters=2'], tmp_path)
     log = _run_tool('train.py', ['toy_cfg.py', '--work-dir', 'part', '--resume'], tmp_path)
     assert 'resumed epoch: 0, iter: 2' in log
-    resumed = load_trusted_checkpoint(str(tmp_path / 'part' / 'iter_4.pth'))
+    resumed = load_checkpoint(str(tmp_path / 'part' / 'iter_4.pth'))
     for key, value in full['state_dict'].items():
         torch.testing.assert_close(resumed['state_dict'][key], value, rtol=0, atol=0)
     assert set(resumed['optimizer']['state']) == set(full['optimizer']['state'])
@@ -220,19 +220,19 @@ def test_train_checkpoint_resume_and_test(tmp_path):
     assert 'mse:' in log and (tmp_path / 'preds.pkl').is_file()
 
 
-def test_trusted_checkpoint_loader_is_registered(tmp_path):
-    """mmengine reads a checkpoint with pickled objects (as its own) on torch >= 2.6 through our loader."""
+def test_safe_checkpoint_loader_is_registered(tmp_path):
+    """mmengine reads a checkpoint with numpy objects (as its own) on torch >= 2.6 through our safe loader."""
     from mmengine.runner.checkpoint import CheckpointLoader
-    from declip_mm.utils import load_trusted_checkpoint, load_weights_file
+
+    from declip_mm.utils import load_checkpoint
+    from declip_mm.utils.checkpoint_io import _mmengine_loader
     path = tmp_path / 'ckpt.pth'
     torch.save(dict(state_dict={'w': torch.ones(2)}, meta=dict(hist=np.arange(3))), path)
-    assert CheckpointLoader._get_checkpoint_loader(str(path)) is load_trusted_checkpoint
+    assert CheckpointLoader._get_checkpoint_loader(str(path)) is _mmengine_loader
     loaded = CheckpointLoader.load_checkpoint(str(path))
     assert loaded['meta']['hist'].tolist() == [0, 1, 2]
-    with pytest.raises(RuntimeError, match='holds pickled Python objects'):
-        load_weights_file(path)
     with pytest.raises(FileNotFoundError, match='missing.pth'):
-        load_trusted_checkpoint(str(tmp_path / 'missing.pth'))
+        load_checkpoint(str(tmp_path / 'missing.pth'))
 
 
 PLAIN_MMDET_CONFIG = '''

@@ -5,7 +5,10 @@ declip_backbone_final.pth a distillation exports: it becomes model.backbone.pret
 attention scale it was trained with are used unless the config sets them, as the segmentation configs do),
 or a CLIP weights file such as the authors' released DeCLIP ``.pt`` (loaded into the DeCLIPViT backbone with
 a strict key check). Any other file is refused with an error that names it
-(declip_mm.engine.runner_setup.attach_checkpoint).
+(declip_mm.engine.runner_setup.attach_checkpoint). A whole-model checkpoint must hold every weight of the
+config's model (else the missing ones are listed and nothing is evaluated; --allow-partial loads it anyway).
+Checkpoints are read safely (tensors, numpy and mmengine types only); --trust-checkpoint allows any pickled
+object, for files you trust. Usage errors are one line and exit status 2.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--cfg-options k=v ...]
     bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [...]
@@ -17,8 +20,9 @@ _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this clone's d
 import argparse
 import os.path as osp
 
-import declip_mm  # noqa: F401  (registers declip_mm modules; torch>=2.6 checkpoint loading)
-from declip_mm.engine.runner_setup import add_common_args, attach_checkpoint, build_runner, load_config, metrics_table
+import declip_mm  # noqa: F401  (registers declip_mm modules and the safe checkpoint loader)
+from declip_mm.engine.runner_setup import (UsageError, add_common_args, attach_checkpoint, build_runner,
+                                           check_complete_checkpoint, load_config, metrics_table, run_tool)
 
 
 HOW = {'backbone': "a DeCLIPViT checkpoint (its stored mode and scale, unless the config sets them)",
@@ -33,30 +37,37 @@ def parse_args():
     parser.add_argument('--no-checkpoint', action='store_true',
                         help="evaluate the config's own weights (e.g. the original CLIP of a training-free config)")
     parser.add_argument('--out', help='also dump the raw predictions to this .pkl file')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='evaluate a whole-model checkpoint that leaves some weights at their initial values')
     return add_common_args(parser).parse_args()
 
 
 def main():
     args = parse_args()
-    cfg = load_config(args)
     if args.no_checkpoint == (args.checkpoint is not None):
-        raise SystemExit('give either a CHECKPOINT or --no-checkpoint')
-    if args.checkpoint is not None:
-        if not osp.isfile(args.checkpoint):
-            raise SystemExit(f'checkpoint file not found: {args.checkpoint}')
-        try:
-            how = attach_checkpoint(cfg, args.checkpoint)
-        except (ValueError, KeyError, FileNotFoundError) as err:
-            raise SystemExit(f'tools/test.py: {err}') from err
-        print(f'{args.checkpoint}: used as {HOW[how]}', flush=True)
+        raise UsageError('give either a CHECKPOINT or --no-checkpoint')
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
-            raise SystemExit(f'--out must end with .pkl or .pickle, got {args.out}')
+            raise UsageError(f'--out must end with .pkl or .pickle, got {args.out}')
+        if osp.exists(args.out):
+            raise UsageError(f'--out {args.out} exists; not overwritten (remove it or choose another name)')
+    cfg = load_config(args)
+    how = None
+    if args.checkpoint is not None:
+        try:
+            how = attach_checkpoint(cfg, args.checkpoint)
+        except (ValueError, KeyError) as err:
+            raise UsageError(str(err).strip('"')) from None
+        print(f'{args.checkpoint}: used as {HOW[how]}', flush=True)
+    if args.out is not None:
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
         cfg.test_evaluator = [*evaluators, dict(type='DumpResults', out_file_path=args.out)]
-    metrics = build_runner(cfg).test()
+    runner = build_runner(cfg)
+    if how == 'load_from':
+        check_complete_checkpoint(runner.model, args.checkpoint, args.allow_partial)
+    metrics = runner.test()
     print(f'\n{args.config}\n{metrics_table(metrics)}', flush=True)
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main, 'tools/test.py')

@@ -2,6 +2,10 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
     bash tools/dist_train.sh CONFIG NUM_PROCS [...]          # torchrun, --launcher pytorch
+
+Checkpoints (``--resume``, ``load_from``) are read safely (tensors, numpy and mmengine types only);
+``--trust-checkpoint`` allows any pickled object, for files you trust. A missing config or checkpoint, or a file
+that is not a checkpoint, is one line and exit status 2; a misspelt top-level config key is warned about.
 """
 import sys as _sys
 from pathlib import Path as _Path
@@ -9,8 +13,9 @@ from pathlib import Path as _Path
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this clone's declip_mm, whatever is installed
 import argparse
 
-import declip_mm  # noqa: F401  (registers declip_mm modules; torch>=2.6 checkpoint loading)
-from declip_mm.engine.runner_setup import add_common_args, build_runner, load_config
+import declip_mm  # noqa: F401  (registers declip_mm modules and the safe checkpoint loader)
+from declip_mm.utils.checkpoint_io import check_checkpoint_file
+from declip_mm.engine.runner_setup import UsageError, add_common_args, build_runner, load_config, run_tool
 
 
 def parse_args():
@@ -29,21 +34,24 @@ def main():
     if args.amp:
         import torch
         if not torch.cuda.is_available():
-            raise SystemExit('--amp uses mmengine AmpOptimWrapper, which needs a CUDA device; none is visible. '
+            raise UsageError('--amp uses mmengine AmpOptimWrapper, which needs a CUDA device; none is visible. '
                              'On CPU, run without --amp.')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
         if not {'enable', 'base_batch_size'} <= set(cfg.get('auto_scale_lr', {})):
-            raise SystemExit(f'--auto-scale-lr needs auto_scale_lr = dict(enable=..., base_batch_size=...) in '
+            raise UsageError(f'--auto-scale-lr needs auto_scale_lr = dict(enable=..., base_batch_size=...) in '
                              f'{args.config}')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
+        check_checkpoint_file(args.resume)
         cfg.resume, cfg.load_from = True, args.resume
+    if cfg.get('load_from') and not cfg.get('resume'):
+        check_checkpoint_file(cfg.load_from)
     build_runner(cfg).train()
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main, 'tools/train.py')

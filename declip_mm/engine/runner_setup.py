@@ -1,6 +1,11 @@
-"""What tools/train.py and tools/test.py share: reading the config the way mmdet's tools do, building the Runner."""
+"""What tools/train.py and tools/test.py share: reading the config the way mmdet's tools do, building the Runner,
+checking checkpoints, and one readable line (exit 2) for a usage error instead of a traceback."""
+import difflib
+import inspect
 import os
 import os.path as osp
+import sys
+import warnings
 
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
@@ -15,7 +20,45 @@ def add_common_args(parser):
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher (pytorch = torchrun, see tools/dist_train.sh)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='allow checkpoints that hold arbitrary pickled Python objects (can run code: only for '
+                             'files you trust; default: tensors, numpy and mmengine types only)')
     return parser
+
+
+def run_tool(main, prog: str) -> None:
+    """Run a tool's ``main()``; a missing file, a refused checkpoint or a bad config becomes one line
+    ``PROG: error: ...`` and exit status 2, Ctrl-C exit status 130."""
+    from declip_mm.utils import CheckpointError
+    try:
+        main()
+    except (FileNotFoundError, CheckpointError, UsageError) as err:
+        print(f'{prog}: error: {err}', file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f'{prog}: interrupted', file=sys.stderr)
+        sys.exit(130)
+
+
+class UsageError(Exception):
+    """A tool's usage error (reported by :func:`run_tool` as one line)."""
+
+
+def warn_unknown_keys(cfg: Config) -> list:
+    """Top-level config keys that look like a misspelt Runner argument (``param_schedulr``): mmengine ignores
+    them silently. Warns for each and returns them."""
+    from mmengine.runner import Runner
+    known = set(inspect.signature(Runner.__init__).parameters) - {'self'}
+    suspects = []
+    for key in cfg.keys():
+        if key in known or key.startswith('_'):
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+        if close:
+            suspects.append(key)
+            warnings.warn(f"config key '{key}' is not a Runner argument and is ignored; did you mean '{close[0]}'?",
+                          stacklevel=2)
+    return suspects
 
 
 def load_config(args) -> Config:
@@ -24,7 +67,13 @@ def load_config(args) -> Config:
         raise FileNotFoundError(f'config file not found: {args.config}')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    cfg = Config.fromfile(args.config)
+    if getattr(args, 'trust_checkpoint', False):
+        from declip_mm.utils.checkpoint_io import TRUST_ENV
+        os.environ[TRUST_ENV] = '1'                 # read by every checkpoint load of this process (and workers)
+    try:
+        cfg = Config.fromfile(args.config)
+    except (SyntaxError, NameError, KeyError, ValueError, TypeError, ImportError) as err:
+        raise UsageError(f'cannot read config {args.config}: {type(err).__name__}: {err}') from None
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -32,6 +81,7 @@ def load_config(args) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    warn_unknown_keys(cfg)
     return cfg
 
 
@@ -74,13 +124,8 @@ def attach_checkpoint(cfg: Config, checkpoint: str) -> str:
     """
     from declip_mm.models.backbones.declip_vit import declip_checkpoint_parts
     from declip_mm.models.clip_factory import unwrap_state_dict
-    from declip_mm.utils import load_trusted_checkpoint, load_weights_file
-    if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
-    try:
-        contents = load_weights_file(checkpoint)
-    except RuntimeError:  # holds pickled objects: an mmengine training checkpoint
-        contents = load_trusted_checkpoint(checkpoint)
+    from declip_mm.utils import load_checkpoint
+    contents = load_checkpoint(checkpoint)          # safe: CheckpointError (a ValueError) for what it refuses
     backbone = cfg.model.get('backbone') or cfg.model.get('student')
     is_declip = backbone is not None and backbone.get('type') in ('DeCLIPViT', 'declip_mm.DeCLIPViT')
     found = declip_checkpoint_parts(contents)
@@ -118,6 +163,32 @@ def attach_checkpoint(cfg: Config, checkpoint: str) -> str:
     raise ValueError(
         f'{checkpoint} matches neither this model (no keys under {sorted(submodules)}) nor a CLIP weights file '
         f"for a DeCLIPViT backbone (keys 'visual.*'); its first keys: {keys[:5]}")
+
+
+def missing_model_keys(model, checkpoint: str) -> tuple:
+    """(missing, unexpected) parameter/buffer names of ``model`` against a whole-model ``checkpoint`` (after
+    mmengine's ``module.`` prefix is dropped): what ``load_from`` would leave at its initial values."""
+    from declip_mm.models.clip_factory import unwrap_state_dict
+    from declip_mm.utils import load_checkpoint
+    model = getattr(model, 'module', model)
+    saved = {k[len('module.'):] if k.startswith('module.') else k for k in unwrap_state_dict(load_checkpoint(checkpoint))}
+    wanted = set(model.state_dict())
+    return sorted(wanted - saved), sorted(saved - wanted)
+
+
+def check_complete_checkpoint(model, checkpoint: str, allow_partial: bool = False) -> None:
+    """Refuse (:class:`UsageError` listing them) a whole-model checkpoint that leaves model weights missing,
+    unless ``allow_partial`` (then warn)."""
+    missing, unexpected = missing_model_keys(model, checkpoint)
+    if unexpected:
+        warnings.warn(f'{checkpoint}: {len(unexpected)} keys not in this model, ignored: {unexpected[:8]}')
+    if not missing:
+        return
+    message = (f'{checkpoint} leaves {len(missing)} of the model\'s weights at their initial (random) values: '
+               f'{missing[:8]}{" ..." if len(missing) > 8 else ""}')
+    if not allow_partial:
+        raise UsageError(message + ' (is it a checkpoint of this config\'s model? --allow-partial loads it anyway)')
+    warnings.warn(message)
 
 
 def metrics_table(metrics: dict) -> str:

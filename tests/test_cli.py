@@ -70,7 +70,7 @@ def test_segment_writes_results_and_skips_bad_files(photos, tmp_path, capsys):
     (out / 'mine.txt').write_text('kept')
     torch.manual_seed(0)
     code = main(['segment', str(photos), '--vocab', 'cat,dog,sofa; couch', '--background', 'background',
-                 '--out', str(out), '--device', 'cpu', '--precision', 'fp32', '--quiet'])
+                 '--out', str(out), '--device', 'cpu', '--precision', 'fp32', '--quiet', '--random-weights'])
     err = capsys.readouterr().err
     assert code == 1                                                      # something was skipped
     assert '4 processed, 3 skipped' in err
@@ -78,7 +78,8 @@ def test_segment_writes_results_and_skips_bad_files(photos, tmp_path, capsys):
                          ('1_strip.png', 'image is 5 x 400 pixels, an aspect ratio of 80:1')):
         assert f'skipped {photos / name}: {reason}' in err
     summary = json.loads((out / 'summary.json').read_text())
-    assert summary['counts'] == dict(processed=4, skipped=3)
+    assert summary['counts'] == dict(processed=4, skipped=3, processed_this_run=4, skipped_this_run=3)
+    assert summary['settings']['random_weights'] is True
     assert {Path(s['source']).name for s in summary['skipped']} == {'0_corrupt.jpg', '0_text.png', '1_strip.png'}
     assert summary['settings']['background'] == 'background' and summary['settings']['bg_thresh'] == 0.2
     assert (out / 'mine.txt').read_text() == 'kept'
@@ -100,7 +101,7 @@ def test_segment_writes_results_and_skips_bad_files(photos, tmp_path, capsys):
     # a second run into the same folder keeps the first run's files
     torch.manual_seed(0)
     assert main(['segment', str(photos / '2011_000003.jpg'), '--vocab', 'cat', '--out', str(out), '--quiet',
-                 '--device', 'cpu']) == 0
+                 '--device', 'cpu', '--random-weights']) == 0
     assert (out / 'rgba_labels.png').is_file() and (out / 'gray.json').is_file()
     one = json.loads((out / '2011_000003.json').read_text())              # a one-word vocabulary
     assert one['class_names'] == ['cat'] and one['background'] is None
@@ -111,7 +112,8 @@ def test_segment_writes_results_and_skips_bad_files(photos, tmp_path, capsys):
     ('', 'empty'), ('cat,dog,cat', "'cat' is given twice"), ('sofa; couch,couch', 'twice'),
     ('my_classes.txt', 'vocabulary file not found')])
 def test_vocabulary_errors(vocab, message, photos, tmp_path, capsys):
-    code = main(['segment', str(photos), '--vocab', vocab, '--out', str(tmp_path / 'o'), '--quiet'])
+    code = main(['segment', str(photos), '--vocab', vocab, '--out', str(tmp_path / 'o'), '--quiet',
+                 '--random-weights'])
     err = capsys.readouterr().err
     assert code == 2 and message in err and 'Traceback' not in err
     assert not (tmp_path / 'o').exists()                                  # checked before any work
@@ -120,10 +122,11 @@ def test_vocabulary_errors(vocab, message, photos, tmp_path, capsys):
 def test_setup_errors(photos, tmp_path, capsys):
     cases = [
         (['segment', str(tmp_path / 'nope'), '--vocab', 'cat'], 'no such file or folder'),
-        (['segment', str(photos), '--vocab', 'cat', '--model-name', 'EVA02-B-16'], 'needs --backbone and --text-weights'),
-        (['segment', str(photos), '--vocab', 'cat', '--device', 'cuda:7'], 'cuda'),
+        (['segment', str(photos), '--vocab', 'cat', '--model-name', 'EVA02-B-16'],
+         'no --backbone or --text-weights given, so the model would run with random weights'),
+        (['segment', str(photos), '--vocab', 'cat', '--device', 'cuda:7', '--random-weights'], 'cuda'),
         (['features', str(photos), '--model-name', 'ViT-B-16', '--backbone', str(tmp_path / 'no.pth')],
-         'weights file not found'),
+         'not found'),
         (['detect', str(photos), '--config', str(tmp_path / 'no.py'), '--vocab', 'cat', '--random-weights'],
          'config file not found'),
         (['segment', str(photos), '--vocab', 'cat', '--config', 'x.py', '--window', '224'], 'drop --window'),
@@ -140,7 +143,7 @@ def test_segment_a_video(tmp_path, capsys):
     video = write_video(tmp_path / 'clip.avi', frames=12, fps=4.0, size=(96, 64))
     torch.manual_seed(0)
     assert main(['segment', str(video), '--vocab', 'cat,dog', '--fps', '2', '--out', str(tmp_path / 'o'),
-                 '--quiet', '--device', 'cpu']) == 0
+                 '--quiet', '--device', 'cpu', '--random-weights']) == 0
     summary = json.loads((tmp_path / 'o/summary.json').read_text())
     assert [(e['name'], e['frame']) for e in summary['processed']] == [('clip_f000000', 0), ('clip_f000002', 2),
                                                                        ('clip_f000004', 4), ('clip_f000006', 6),
@@ -162,7 +165,7 @@ def test_features(photos, tmp_path, sample_root):
     torch.manual_seed(0)
     code = main(['features', *good, str(video), '--out', str(out), '--long-side', '224', '--boxes',
                  str(tmp_path / 'boxes.json'), '--masks', str(masks), '--fps', '2', '--quiet', '--device', 'cpu',
-                 '--precision', 'fp32', '--batch-size', '3'])
+                 '--precision', 'fp32', '--batch-size', '3', '--random-weights'])
     assert code == 0
     dense = np.load(out / '2011_000003.npy')
     assert dense.shape == (32, 10, 14) and np.allclose(np.linalg.norm(dense, axis=0), 1, atol=1e-5)
@@ -181,7 +184,7 @@ def test_features(photos, tmp_path, sample_root):
     assert np.allclose(dense, ref, atol=1e-5)
     torch.manual_seed(0)
     assert main(['features', good[0], '--out', str(out / 'pt'), '--long-side', '224', '--format', 'pt', '--raw',
-                 '--quiet', '--device', 'cpu', '--precision', 'fp32']) == 0
+                 '--quiet', '--device', 'cpu', '--precision', 'fp32', '--random-weights']) == 0
     raw = torch.load(out / 'pt/2011_000003.pt')
     assert torch.allclose(raw, fx(photos / '2011_000003.jpg').map, atol=1e-5)
 
@@ -193,11 +196,12 @@ def test_detect(photos, tmp_path):
                  '--score-thr', '0.0', '--out', str(tmp_path / 'd'), '--quiet', '--device', 'cpu'])
     assert code == 1                                                      # the three bad files
     summary = json.loads((tmp_path / 'd/summary.json').read_text())
-    assert summary['counts'] == dict(processed=4, skipped=3)
+    assert summary['counts']['processed'] == 4 and summary['counts']['skipped'] == 3
     dets = json.loads((tmp_path / 'd/2011_000003.json').read_text())
     assert dets['class_names'] == ['person', 'cat'] and len(dets['detections']) > 0
     assert all(d['label'] in ('person', 'cat') and len(d['box_xyxy']) == 4 for d in dets['detections'])
-    assert Image.open(tmp_path / 'd/2011_000003_overlay.png').size == Image.open(photos / '2011_000003.jpg').size
+    width, height = Image.open(photos / '2011_000003.jpg').size           # + the red random-weights band
+    assert Image.open(tmp_path / 'd/2011_000003_overlay.png').size == (width, height + 18)
 
 
 def test_serve_hands_over_to_the_web_app(monkeypatch):

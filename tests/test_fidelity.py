@@ -221,7 +221,7 @@ def test_benchmark_configs_follow_the_authors_settings():
                                           stride=(REFERENCE_SLIDE['stride'],) * 2)
         resize = cfg.test_dataloader.dataset.pipeline[1]
         assert (resize.type, resize.scale, resize.keep_ratio) == ('Resize', ref['scale'], True), name
-        assert cfg.test_dataloader.dataset.pipeline[2].type == 'LoadAnnotations'   # labels stay at full size
+        assert cfg.test_dataloader.dataset.pipeline[2].type == 'declip_mm.LoadFullRangeAnnotations'   # full size, 16 bit
         assert cfg.model.backbone.attn_scale == '1/sqrt(d)', name
 
 

@@ -23,6 +23,7 @@ import torch
 
 from .image_size import MAX_ASPECT, check_aspect
 from .inputs import as_rgb_image
+from .open_vocab import draw_note
 from .precision import autocast, check_device, resolve_precision
 from .random_weights import warn_if_random
 from .vocabulary import Vocabulary, parse_vocabulary
@@ -48,8 +49,8 @@ class DetectionResult:
     def summary(self) -> Dict:
         return dict(class_names=self.class_names, image_size=list(self.image.shape[:2]), detections=self.detections())
 
-    def overlay(self, line_width: int = 2):
-        """A PIL image: the photo with each box, its class and score."""
+    def overlay(self, line_width: int = 2, note: Optional[str] = None):
+        """A PIL image: the photo with each box, its class and score; ``note`` on a red band on top."""
         from PIL import Image, ImageDraw
         rng = np.random.default_rng(3)
         palette = [tuple(int(v) for v in c) for c in rng.integers(40, 255, size=(len(self.class_names), 3))]
@@ -60,7 +61,7 @@ class DetectionResult:
             x1, y1, x2, y2 = (float(v) for v in box)
             draw.rectangle([x1, y1, x2, y2], outline=colour, width=line_width)
             draw.text((x1 + 2, max(0.0, y1 - 12)), f'{self.class_names[int(label)]} {score:.2f}', fill=colour)
-        return canvas
+        return canvas if note is None else draw_note(canvas, note)
 
 
 class OpenVocabDetector:

@@ -77,10 +77,20 @@ def mean_iou(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray], num_classes
     return dict(mIoU=m, per_image=per_image, per_class=(iou * 100).tolist())
 
 
+def draw_note(canvas, note: str):
+    """``canvas`` (PIL) with ``note`` in white on a red band added above it (e.g. that the weights are random)."""
+    from PIL import Image, ImageDraw
+    out = Image.new('RGB', (canvas.width, canvas.height + 18), (200, 0, 0))
+    out.paste(canvas, (0, 18))
+    ImageDraw.Draw(out).text((4, 3), note, fill=(255, 255, 255))
+    return out
+
+
 def overlay(image: np.ndarray, labels: np.ndarray, class_names: List[str], alpha: float = 0.5,
-            background_index: Optional[int] = None):
+            background_index: Optional[int] = None, note: Optional[str] = None):
     """A PIL image: the photo blended with a colour per class, with a legend of the classes present. The class
-    ``background_index`` is drawn black (None: class 0 when it is named 'background', the benchmarks' rule)."""
+    ``background_index`` is drawn black (None: class 0 when it is named 'background', the benchmarks' rule);
+    ``note``, when given, is drawn on a red band on top (:func:`draw_note`)."""
     from PIL import Image, ImageDraw
     rng = np.random.default_rng(3)
     palette = rng.integers(40, 255, size=(len(class_names), 3)).astype(np.uint8)
@@ -98,4 +108,4 @@ def overlay(image: np.ndarray, labels: np.ndarray, class_names: List[str], alpha
         y = image.shape[0] + 4 + 18 * i
         draw.rectangle([4, y, 18, y + 14], fill=tuple(int(v) for v in palette[c]))
         draw.text((24, y), class_names[c].split(';')[0].strip(), fill=(0, 0, 0))
-    return canvas
+    return canvas if note is None else draw_note(canvas, note)

@@ -63,9 +63,11 @@ class SegmentationResult:
                              max_prob=float(self.probs[k].max()))
         return out
 
-    def overlay(self, alpha: float = 0.5):
-        """A PIL image: the photo with a colour per class (the background black) and a legend."""
-        return overlay(self.image, self.labels, self.class_names, alpha=alpha, background_index=self.background_index)
+    def overlay(self, alpha: float = 0.5, note: Optional[str] = None):
+        """A PIL image: the photo with a colour per class (the background black) and a legend; ``note`` on a red
+        band on top (the CLI marks random-weight results so)."""
+        return overlay(self.image, self.labels, self.class_names, alpha=alpha, background_index=self.background_index,
+                       note=note)
 
     def label_image(self):
         """The labels as a PIL image: 8-bit (16-bit above 255 classes), pixel value = class index."""

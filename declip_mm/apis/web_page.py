@@ -3,9 +3,15 @@ background), then the overlay and the per-class area table. Kept as a Python str
 carries it without package-data rules. ``/?example=1`` segments the server's example photo on load
 (``&vocabulary=...`` / ``&background=...`` override the example's). For tests, ``body[data-state]`` is
 idle / busy / done / error and the overlay ``img[data-rect]`` holds its on-screen box "left,top,width,height".
-"""
 
-PAGE_HTML = '''<!DOCTYPE html>
+A server with random weights renders the page with a banner (:func:`render_page`), so it shows without script;
+the script also shows it when an answer says ``"random_weights": true``. The page's POSTs are same-origin JSON
+(``Content-Type: application/json``; the browser adds the ``Origin`` header), which is what the server requires.
+"""
+import html
+from typing import Optional
+
+_PAGE_TEMPLATE = '''<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -28,6 +34,9 @@ PAGE_HTML = '''<!DOCTYPE html>
   table { border-collapse: collapse; font-size: 14px; }
   th, td { border: 1px solid #bbbbbb; padding: 4px 10px; text-align: left; }
   td.area { text-align: right; font-variant-numeric: tabular-nums; }
+  #random-weights { margin: 0; padding: 12px 20px; background: #ffb300; color: #000000; font-weight: bold;
+                    font-size: 16px; border-bottom: 3px solid #000000; }
+  #random-weights[hidden] { display: none; }
 </style>
 </head>
 <body data-state="idle">
@@ -35,6 +44,7 @@ PAGE_HTML = '''<!DOCTYPE html>
   <h1>DeCLIP open-vocabulary segmentation</h1>
   <p id="model"></p>
 </header>
+<p id="random-weights" role="alert"{banner_hidden}>{banner_text}</p>
 <main>
   <form id="form">
     <label for="image">Image</label>
@@ -73,7 +83,14 @@ function showError(message) {
   setState("error", "");
 }
 
+function showRandomWeights(text) {
+  const banner = $("random-weights");
+  if (text) banner.textContent = text;
+  banner.hidden = false;
+}
+
 function render(data) {
+  if (data.random_weights) showRandomWeights(data.warning);
   const body = $("areas").querySelector("tbody");
   body.replaceChildren();
   for (const [name, fraction] of data.areas) {
@@ -92,7 +109,8 @@ function render(data) {
   img.onload = () => {
     const r = img.getBoundingClientRect();
     img.dataset.rect = [r.left, r.top, r.width, r.height].map(Math.round).join(",");
-    setState("done", `${data.width} x ${data.height} px, ${data.class_names.length} classes, ` +
+    setState("done", (data.random_weights ? "RANDOM WEIGHTS (noise, not a result): " : "") +
+                     `${data.width} x ${data.height} px, ${data.class_names.length} classes, ` +
                      `${data.seconds.toFixed(2)} s`);
   };
   $("error").style.display = "none";
@@ -135,6 +153,7 @@ async function start() {
   try {
     const info = await (await fetch("/api/info")).json();
     $("model").textContent = info.model;
+    if (info.random_weights) showRandomWeights(info.warning);
   } catch (err) { /* the page works without it */ }
   const query = new URLSearchParams(window.location.search);
   if (!query.has("example")) return;
@@ -150,3 +169,12 @@ start();
 </body>
 </html>
 '''
+
+
+def render_page(random_weights_warning: Optional[str] = None) -> str:
+    """The page; with ``random_weights_warning`` (the server's towers are random) a banner at the top says it."""
+    return (_PAGE_TEMPLATE.replace('{banner_hidden}', '' if random_weights_warning else ' hidden')
+            .replace('{banner_text}', html.escape(random_weights_warning or '')))
+
+
+PAGE_HTML = render_page()        # the page of a server with real weights

@@ -291,16 +291,42 @@ def test_missing_and_unexpected_keys_are_reported(tiny_name, tmp_path):
 
 
 def to_eva_clip_format(model):
-    """Rename our tiny EVA's open_clip/timm keys to the authors' EVA-CLIP layout (the inverse mapping)."""
+    """Our tiny EVA's image tower in the authors' EVA-CLIP / DeCLIP key layout (the inverse of timm's mapping).
+
+    The layout is the one recorded by running the reference model code (tests/fixtures/reference/
+    declip_authors_pt_b16.json, xiaomoguhz/DeCLIP@2c0b3de; test_eva_clip_format_is_the_reference_layout checks the
+    key set against it): among others the rotary tables are saved once under visual.rope and once under every
+    block's attn.rope (the module is shared), each (pretraining grid cells, head width)."""
     out = {}
     for k, v in model.visual.trunk.state_dict().items():
         k = (k.replace('attn.q_proj.bias', 'attn.q_bias').replace('attn.v_proj.bias', 'attn.v_bias')
               .replace('attn.norm.', 'attn.inner_attn_ln.').replace('mlp.fc1_g.', 'mlp.w1.')
               .replace('mlp.fc1_x.', 'mlp.w2.').replace('mlp.fc2.', 'mlp.w3.').replace('mlp.norm.', 'mlp.ffn_ln.'))
         out[f'visual.{k}'] = v
-    out['visual.rope.freqs_cos'] = torch.zeros(196, 16)
-    out['visual.rope.freqs_sin'] = torch.zeros(196, 16)
+    trunk = model.visual.trunk
+    cells, head_dim = math.prod(trunk.patch_embed.grid_size), model.width // model.num_heads
+    for owner in ['visual.rope'] + [f'visual.blocks.{i}.attn.rope' for i in range(len(trunk.blocks))]:
+        out[f'{owner}.freqs_cos'] = torch.ones(cells, head_dim)
+        out[f'{owner}.freqs_sin'] = torch.zeros(cells, head_dim)
     return out
+
+
+def test_eva_clip_format_is_the_reference_layout():
+    """The synthetic authors' file of the tests below has exactly the key layout (block index aside) and the rotary
+    table shape rule of the checkpoint the authors' code writes (fixture recorded from their model code)."""
+    import json
+    import re
+    record = json.loads((REPO / 'tests/fixtures/reference/declip_authors_pt_b16.json').read_text())
+    model = make_backbone('DeCLIP-Tiny-EVA02-16')
+    clip, _ = create_clip('DeCLIP-Tiny-EVA02-16')
+    ours = to_eva_clip_format(model)
+    ours.update({f'text.{k}': v for k, v in clip.text.state_dict().items()})
+    ours['logit_scale'] = clip.logit_scale.detach()
+    template = lambda key: re.sub(r'\.\d+\.', '.N.', key)  # noqa: E731
+    assert sorted({template(k) for k in ours}) == sorted({template(k) for k, *_ in record['state_dict']})
+    shapes = {k: shape for k, shape, *_ in record['state_dict']}
+    assert shapes['visual.rope.freqs_cos'] == shapes['visual.blocks.11.attn.rope.freqs_cos'] == [(224 // 16) ** 2, 64]
+    assert list(ours['visual.blocks.1.attn.rope.freqs_sin'].shape) == [196, model.width // model.num_heads]
 
 
 def load_tool(relpath):
@@ -311,13 +337,15 @@ def load_tool(relpath):
 
 
 def test_authors_eva_clip_checkpoint_converts(tmp_path):
+    from test_authors_checkpoints import authors_training_checkpoint, layout
     model = make_backbone('DeCLIP-Tiny-EVA02-16', mode='csa', attn_scale=1.0)
     clip, _ = create_clip('DeCLIP-Tiny-EVA02-16')
     authors = to_eva_clip_format(model)
     authors.update({f'text.{k}': v for k, v in clip.text.state_dict().items()})
     authors['logit_scale'] = clip.logit_scale.detach()
     src = tmp_path / 'DeCLIP_EVA-tiny_csa.pt'
-    torch.save({'state_dict': {f'module.{k}': v for k, v in authors.items()}}, src)
+    # saved as the authors' training script saves it: {epoch, name, state_dict, optimizer, scaler}, no prefix
+    torch.save(authors_training_checkpoint(layout('declip_b16'), authors), src)
 
     converter = load_tool('tools/converters/eva_clip_to_declip.py')
     dst = tmp_path / 'ours.pth'
@@ -328,9 +356,9 @@ def test_authors_eva_clip_checkpoint_converts(tmp_path):
     x = images((96, 160))
     with torch.no_grad():
         torch.testing.assert_close(ours.extract_dense(x), model.extract_dense(x), rtol=0, atol=0)
-    # the authors' file also loads directly; rotary tables are reported as ignored, not silently dropped
+    # the authors' file also loads directly; rotary tables (top level and per block) are reported as ignored
     direct = DeCLIPViT('DeCLIP-Tiny-EVA02-16', pretrained=str(src), mode='csa', attn_scale=1.0)
-    assert 'visual.rope.freqs_cos' in direct.load_report.ignored
+    assert sorted(direct.load_report.ignored) == sorted(k for k in authors if '.rope.' in k)
     with pytest.raises(ValueError, match='needs an EVA02 open_clip model'):
         DeCLIPViT('DeCLIP-Tiny-ViT-16', pretrained=str(src))
 

@@ -1,14 +1,18 @@
 """The authors' EVA-CLIP / DeCLIP checkpoint layout -> open_clip's EVA02 layout (timm ``Eva`` trunk).
 
-EVA-CLIP (and DeCLIP, which fine-tunes it) saves a ``CustomCLIP`` state dict::
+EVA-CLIP (and DeCLIP, which fine-tunes it without adding modules) saves a ``CustomCLIP`` state dict::
 
-    visual.blocks.N.attn.q_proj.weight, visual.blocks.N.attn.q_bias, visual.blocks.N.attn.v_bias,
-    visual.blocks.N.attn.inner_attn_ln.*, visual.blocks.N.mlp.{w1,w2,w3,ffn_ln}.*, visual.rope.freqs_*, ...
+    visual.cls_token, visual.pos_embed, visual.patch_embed.proj.*, visual.rope.freqs_{cos,sin},
+    visual.blocks.N.attn.{q_bias, v_bias, q_proj.weight, k_proj.weight, v_proj.weight, inner_attn_ln.*, proj.*},
+    visual.blocks.N.attn.rope.freqs_{cos,sin}  (the shared rotary module, saved once more per block),
+    visual.blocks.N.{norm1, norm2}.*, visual.blocks.N.mlp.{w1, w2, ffn_ln, w3}.*, visual.norm.*, visual.head.*,
     text.*, logit_scale
 
-open_clip builds the same network as ``visual.trunk.*`` (timm names). timm's own
-``eva.checkpoint_filter_fn`` maps the visual keys; text keys are already open_clip's. Rotary tables
-(``rope.*``, recomputed for every grid) and the text causal mask are dropped and reported as ignored.
+(recorded from the reference model code: tests/fixtures/reference/declip_authors_pt_{b16,l14}.json, xiaomoguhz/DeCLIP
+@2c0b3de, and eva02_clip_b16.json, baaivision/EVA @5623d08). open_clip builds the same network as
+``visual.trunk.*`` (timm names). timm's own ``eva.checkpoint_filter_fn`` maps the visual keys; text keys are already
+open_clip's. Rotary tables (every ``rope`` key: recomputed for every grid; the reference's loader deletes them as
+well) and a text causal mask, if a file has one, are dropped and reported as ignored.
 """
 from typing import Dict, List, Tuple
 

@@ -7,6 +7,10 @@
 #   python tools/test.py configs/region_classification/region-cls_declip-eva02-b16_coco-panoptic-val2017-560.py \
 #       declip_backbone_final.pth
 # CLIPSelf's resolution (1024): region-cls_declip-eva02-b16_coco-panoptic-val2017-1024.py.
+# Dense mode (both poolings): model.mode, else the backbone's, else the mode the checkpoint stores, else the authors'
+# 'qq' (zero_shot.py with --mode qq_vfm_distill), which a weights file without a stored mode (the authors' .pt, an
+# open_clip file) also runs at attn_scale 1.0 as theirs. Weights distilled in csa (the released DeCLIP_*_csa_* files):
+#   --cfg-options model.mode=csa
 _base_ = ['../_base_/default_runtime.py']
 image_size = 560
 model = dict(
@@ -18,7 +22,8 @@ model = dict(
     text_encoder=dict(type='OpenCLIPTextEncoder', model_name='EVA02-B-16', pretrained='merged2b_s8b_b131k',
                       templates='vild'),
     class_names='coco_panoptic',
-    pooling='box')
+    pooling='box',
+    mode=None)
 test_pipeline = [
     dict(type='LoadImageFromFile', imdecode_backend='pillow', color_type='color_ignore_orientation'),
     dict(type='LoadPanopticSegmentIds'),

@@ -7,15 +7,51 @@ from the raw (un-normalised) dense map, L2-normalised, classified against class-
   token grid (bicubic, no antialiasing, sides rounded with Python's ``round``), zero-padded right/bottom,
   kept where > 0; the plain mean of the tokens under it (a mask with no cell left gives a zero vector, which
   still counts, as in the reference). Needs ``LoadPanopticSegmentIds``.
+
+Both poolings read the same dense map, in ONE mode. Which one (first that applies): the classifier's ``mode``; the
+backbone config's ``mode``; the mode a DeCLIPViT checkpoint stores; else the authors' ``'qq'``. DeCLIP's
+``zero_shot.py`` (main @2c0b3de, lines 18-32) evaluates in the mode of ``--mode``, whose default
+(``params.py`` lines 290-296) and value in both training scripts is ``qq_vfm_distill`` -> ``'qq'``, and passes it to
+box pooling and mask pooling alike (lines 80-90; EVA's ``encode_masks`` hands it on to ``mask_pool``,
+``eva_clip/model.py`` lines 360-361). A weights file that says nothing (the authors' ``.pt``, an open_clip file or
+tag) is also run at attention scale 1, as their ``ss_attn`` leaves the 1/sqrt(d) factor out
+(``eva_vit_model.py`` lines 277-293), unless the backbone config sets ``attn_scale``.
 """
+import logging
 from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 
 from ...registry import MODELS
+from ...utils import load_weights_file
+from ..backbones.declip_vit import declip_checkpoint_parts
+from ..clip_factory import resolve_pretrained
 from ..text.vocabulary import ClassVocabularyMixin
+
+AUTHORS_MODE = 'qq'        # DeCLIP main @2c0b3de: params.py --mode default 'qq_vfm_distill' -> zero_shot.py 'qq'
+AUTHORS_ATTN_SCALE = 1.0   # eva_vit_model.py ss_attn: q q^T / k k^T without '* self.scale' (commented out)
+DECLIP_BACKBONES = ('DeCLIPViT', 'declip_mm.DeCLIPViT')
+
+
+def stored_backbone_settings(backbone: dict) -> dict:
+    """What a DeCLIPViT backbone config's ``pretrained`` checkpoint says about itself (``meta.declip``: mode,
+    attn_scale, ...), or {} for none (random init, an open_clip tag or file, the authors' EVA-CLIP/DeCLIP ``.pt``).
+    The file is memory-mapped, so only its small pickled header is read here."""
+    if backbone.get('type') not in DECLIP_BACKBONES or not backbone.get('pretrained'):
+        return {}
+    path = resolve_pretrained(backbone.get('model_name', 'EVA02-B-16'), backbone['pretrained'],
+                              backbone.get('cache_dir'))
+    if path is None or path.endswith('.safetensors'):
+        return {}
+    try:
+        contents = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except Exception:  # a legacy (non-zip) torch file cannot be memory-mapped; this reads it and names any problem
+        contents = load_weights_file(path)
+    found = declip_checkpoint_parts(contents)
+    return dict(found[1]) if found else {}
 
 
 def masks_to_grid(masks: torch.Tensor, grid) -> torch.Tensor:
@@ -43,7 +79,16 @@ def mask_pool(dense: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 @MODELS.register_module()
 class RegionClassifier(ClassVocabularyMixin, BaseModel):
-    """DeCLIPViT + OpenCLIPTextEncoder -> top-k classes per GT region (written to each data sample)."""
+    """DeCLIPViT + OpenCLIPTextEncoder -> top-k classes per GT region (written to each data sample).
+
+    Args:
+        mode: the dense mode of both poolings ('qq', 'csa', 'kk', 'vanilla', 'maskclip'). None: the backbone
+            config's ``mode``, else the mode its checkpoint stores, else the authors' 'qq' (module docstring). An
+            explicit mode is used even where the checkpoint stores another one (logged as a warning).
+    Attributes:
+        mode: the mode used; ``mode_source``: 'config' (this classifier's ``mode``), 'backbone config',
+            'checkpoint' or 'authors default'.
+    """
 
     def __init__(self, backbone: dict, text_encoder: dict, class_names: Union[str, Sequence[str]] = 'coco_panoptic',
                  pooling: str = 'box', topk: int = 5, mode: Optional[str] = None,
@@ -51,6 +96,28 @@ class RegionClassifier(ClassVocabularyMixin, BaseModel):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if pooling not in ('box', 'mask'):
             raise ValueError(f"pooling must be 'box' or 'mask', got '{pooling}'")
+        backbone = dict(backbone)
+        stored = stored_backbone_settings(backbone)
+        source = backbone.get('pretrained') or 'random init'
+        if mode is not None:
+            self.mode_source = 'config'
+            if stored.get('mode') not in (None, mode):
+                print_log(f"{source} was trained with mode={stored['mode']!r}; region classification runs it with "
+                          f'mode={mode!r} as configured', logger='current', level=logging.WARNING)
+        elif backbone.get('mode') is not None:
+            mode, self.mode_source = backbone['mode'], 'backbone config'
+        elif stored.get('mode') is not None:
+            mode, self.mode_source = stored['mode'], 'checkpoint'
+        else:
+            mode, self.mode_source = AUTHORS_MODE, 'authors default'
+        if backbone.get('type') in DECLIP_BACKBONES and backbone.get('attn_scale') is None \
+                and stored.get('attn_scale') is None:
+            backbone['attn_scale'] = AUTHORS_ATTN_SCALE
+        if self.mode_source == 'authors default':
+            print_log(f"{source} stores no dense mode: region classification runs it in '{AUTHORS_MODE}' (box and mask "
+                      f"pooling) at attn_scale {backbone.get('attn_scale')}, as the authors' zero_shot.py "
+                      f"(--mode qq_vfm_distill). Weights distilled in another mode (the released "
+                      f"DeCLIP_*_csa_* files: csa) need model.mode='csa'.", logger='current', level=logging.WARNING)
         self.backbone = MODELS.build(backbone)
         self.init_class_vocabulary(text_encoder, class_names, self.backbone.model_name)
         self.pooling, self.topk, self.mode = pooling, topk, mode

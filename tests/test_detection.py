@@ -90,11 +90,17 @@ def batch_losses(model, batch, seed=0):
 def test_fvit_trains_keeps_the_backbone_frozen_and_predicts(sample_root, embeddings, tmp_path):
     cfg = tiny_fvit_cfg(sample_root, embeddings, tmp_path / 'run')
     cfg.train_cfg.max_epochs = 2
-    cfg.train_cfg.val_interval = 100
+    cfg.train_cfg.val_interval = 1
+    b16 = Config.fromfile(str(REPO / 'configs/detection/fvit_declip-eva02-b16_ov-coco-640_3e.py'))
+    cfg.default_hooks.checkpoint = b16.default_hooks.checkpoint          # the config's own checkpointing
     runner = Runner.from_cfg(cfg)
     model = runner.model
     frozen = copy.deepcopy(model.backbone.state_dict())
     runner.train()                                               # the Runner's loop, augmentation included
+    # every epoch evaluated and checkpointed, none selected on the evaluation set: the last epoch is the result
+    saved = sorted(p.name for p in (tmp_path / 'run').glob('*.pth'))
+    assert saved == ['epoch_1.pth', 'epoch_2.pth'], saved
+    assert (tmp_path / 'run' / 'last_checkpoint').read_text().strip().endswith('epoch_2.pth')
     # then a few iterations on one fixed batch: the loss goes down
     batch = next(iter(runner.train_dataloader))
     before = batch_losses(model, batch)
@@ -458,7 +464,9 @@ def test_lvis_configs_follow_clipself():
     head = b16.model.roi_head.bbox_head
     assert (head.num_classes, head.vlm_temperature, head.alpha, head.beta, head.loss_cls.bg_weight) == \
         (1203, 50.0, 0.1, 0.6, 0.9)
-    assert head.cls_predictor_cfg.class_names == 'lvis_v1'
+    info = 'data/lvis_v1/annotations/lvis_v1_train_cat_norare_info.json'   # the annotation categories (official names)
+    assert head.cls_predictor_cfg.class_names == info == head.loss_cls.class_weight
+    assert b16.train_dataloader.dataset.type == b16.val_dataloader.dataset.type == 'OVLVISV1Dataset'
     rcnn = b16.model.test_cfg.rcnn
     assert (rcnn.score_thr, rcnn.nms.iou_threshold, rcnn.max_per_img, rcnn.mask_thr_binary) == (1e-4, 0.5, 300, 0.5)
     assert b16.train_cfg.max_epochs == 48 and b16.param_scheduler[1].milestones == [32, 44]
@@ -466,3 +474,27 @@ def test_lvis_configs_follow_clipself():
     l14 = Config.fromfile(str(root / 'fvit_declip-eva02-l14-336_ov-lvis-896_48e.py'))
     assert l14.model.roi_head.bbox_head.beta == 0.4 and l14.model.roi_head.mask_roi_extractor.featmap_strides == \
         [3.5, 7, 14, 28]
+
+
+DETECTION_CONFIGS = sorted(p.name for p in (REPO / 'configs/detection').glob('fvit_*.py'))
+
+
+@pytest.mark.parametrize('name', DETECTION_CONFIGS)
+def test_default_configs_report_the_last_epoch(name):
+    """Issue 16: no checkpoint selection on the evaluation set (val = test: save_best would pick the epoch on the
+    test data), a checkpoint every epoch and the last one kept (CLIPSelf: checkpoint_config interval 1, no
+    save_best; OV-COCO keeps every epoch, OV-LVIS max_keep_ckpts=1 + save_last)."""
+    cfg = Config.fromfile(str(REPO / 'configs/detection' / name))
+    hook = cfg.default_hooks.checkpoint
+    assert hook.type == 'CheckpointHook' and 'save_best' not in hook and 'rule' not in hook, hook
+    assert hook.interval == 1 and hook.get('by_epoch', True) and hook.get('save_last', True)
+    assert hook.get('max_keep_ckpts', -1) in (-1, 1)                     # all epochs (COCO) or the last (LVIS)
+    assert ('lvis' in name) == (hook.get('max_keep_ckpts', -1) == 1)
+    assert not any('save_best' in line for line in (REPO / 'configs/detection' / name).read_text().splitlines()
+                   if not line.lstrip().startswith('#'))
+    last = f"epoch_{cfg.train_cfg.max_epochs}.pth"
+    header = (REPO / 'configs/detection' / name).read_text()
+    assert ('tools/test.py' not in header) or last in header             # the test command evaluates the last epoch
+    docs = (REPO / 'docs/detection.md').read_text()
+    assert 'work_dirs/fvit_declip-eva02-b16_ov-coco-640_3e/epoch_3.pth' in docs and 'epoch_48.pth' in docs
+    assert 'best_coco_novel_ap50_epoch' not in docs

@@ -2,8 +2,9 @@
 # annotations removed), the 866 common + frequent are base. Training: annotations/lvis_v1_train_base.json and the class
 # weights from annotations/lvis_v1_train_cat_norare_info.json (tools/dataset_converters/ov_lvis.py); evaluation:
 # lvis_v1_val.json with the official lvis API (mmdet's LVISMetric as OVLVISMetric, which runs with numpy 2; mask APr is
-# the headline). No repeat-factor sampling.
-dataset_type = 'LVISV1Dataset'
+# the headline). No repeat-factor sampling. Classes: the official LVIS v1 names (mmdet's list misspells one);
+# OVLVISV1Dataset refuses an annotation file whose categories are not those, in id order.
+dataset_type = 'OVLVISV1Dataset'
 data_root = 'data/lvis_v1/'
 image_size = 1024
 train_pipeline = [

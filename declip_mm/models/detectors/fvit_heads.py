@@ -13,7 +13,8 @@ the two class distributions are fused geometrically, background counting as a ba
 
 These scores go to NMS as they are (no second softmax, no renormalisation).
 """
-from typing import Optional, Sequence, Tuple
+import difflib
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,51 @@ from torch import nn
 from ...datasets.ov_detection import class_names_from
 from ...registry import MODELS
 from ..losses.ov_cross_entropy import ZERO_WEIGHT
-from ..text.embedding_file import load_class_embeddings
+from ..text.embedding_file import BACKGROUND, load_class_embeddings
+
+
+def check_class_embedding_names(path: str, class_names: Sequence[str], source: str = 'the dataset') -> None:
+    """Refuse a class-embedding file whose names do not cover ``class_names`` + 'background', naming the file, the
+    first index that disagrees and both names. Formats (what ``load_class_embeddings`` reads):
+
+    - ours (``tools/dump_class_embeddings.py``): ``{'names': [...], 'embeddings': (K + 1, D)}``, names in label
+      order then 'background': must equal ``class_names + ['background']`` exactly;
+    - CLIPSelf's (``F-ViT/tools/dump_{lvis,coco}_openclip_feature.py`` @1c7fe9c): a dict name -> (D,) float32
+      tensor, keys = the annotation file's categories sorted by id, then 'background'; the head picks its classes
+      by name (CLIPSelf's 81-key COCO file serves the 65 OV-COCO classes), so every class must be a key.
+    """
+    data = torch.load(path, map_location='cpu', weights_only=True)
+    wanted: List[str] = list(class_names) + [BACKGROUND]
+    if isinstance(data, dict) and 'names' in data and 'embeddings' in data:
+        names, kind = list(data['names']), 'names'
+        if names == wanted:
+            return
+        i = next((i for i, (a, b) in enumerate(zip(names, wanted)) if a != b), min(len(names), len(wanted)))
+    elif isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) and v.dim() == 1 for v in data.values()):
+        names, kind = [str(k) for k in data], 'keys'
+        present = set(names)
+        missing = [i for i, n in enumerate(wanted) if n not in present]
+        if not missing:
+            return
+        i = missing[0]
+    elif isinstance(data, torch.Tensor):
+        raise ValueError(f'{path}: a bare ({", ".join(map(str, data.shape))}) tensor has no class names to check '
+                         f'against {source}; save it as a dict name -> vector (CLIPSelf\'s format) or with '
+                         'tools/dump_class_embeddings.py')
+    else:
+        return                                                  # not a class-embedding file: the loader says so
+    want = wanted[i] if i < len(wanted) else None
+    if kind == 'keys' and len(names) != len(wanted):            # a by-name file of another size: the closest key
+        close = difflib.get_close_matches(want, names, n=1, cutoff=0.6) if want else []
+        got = f"no key '{want}' (closest: '{close[0]}')" if close else f"no key '{want}'"
+        where = f'the file ({len(names)} {kind}) has {got}'
+    else:
+        got = names[i] if i < len(names) else None
+        where = f"the file's {kind} ({len(names)}) have '{got}' at index {i}"
+    raise ValueError(f"{path}: class {i} is '{want}' in {source} ({len(wanted)} names with background), but {where}. "
+                     'LVIS names are the official ones (annotation files, CLIPSelf); rebuild the file with '
+                     'tools/dump_class_embeddings.py --classes <the annotation json> or set class_names to the '
+                     'annotation json the file was dumped from')
 
 
 class FeatureMaps(tuple):
@@ -48,8 +93,9 @@ class TextEmbeddingClassifier(nn.Module):
 
     Args:
         embeddings: the class-embedding file (``tools/dump_class_embeddings.py`` or CLIPSelf's dict format).
-        class_names: the dataset's classes in label order (a list, 'ov_coco_65', 'lvis_v1' or a dataset json); the
-            file must hold each of them and 'background'.
+        class_names: the dataset's classes in label order: a list, 'ov_coco_65', 'lvis_v1' (the official names) or
+            a json (an annotation file's categories sorted by id, or an LVIS category-info list); the file must
+            hold each of them and 'background' (:func:`check_class_embedding_names`).
         temperature: initial T (50); ``learn_temperature`` makes it a parameter (CLIPSelf's default).
     """
 
@@ -57,6 +103,8 @@ class TextEmbeddingClassifier(nn.Module):
                  temperature: float = 50.0, learn_temperature: bool = True):
         super().__init__()
         self.class_names = class_names_from(class_names)
+        source = f"class_names '{class_names}'" if isinstance(class_names, str) else 'class_names'
+        check_class_embedding_names(embeddings, self.class_names, source)      # clear errors: file, index, names
         text = load_class_embeddings(embeddings, self.class_names)             # (K + 1, D), normalised
         if text.shape[0] != out_features:
             raise ValueError(f'{embeddings}: {text.shape[0]} class embeddings for a head with {out_features} '

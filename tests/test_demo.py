@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_demo_writes_overlays_and_ious(sample_root, tmp_path):
-    # the proof of mechanism (issue 11) has its own test, tests/test_proof_ablation.py
+    # the proof of mechanism (issue 11) has its own test, projects/proof_world/tests/test_proof_ablation.py
     proc = subprocess.run([sys.executable, str(REPO / 'tools/demo.py'), '--out', str(tmp_path), '--skip-proof'],
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

@@ -2,7 +2,7 @@
 
 First, the proof of mechanism (issue 11, docs/proof.md; ``--skip-proof`` skips it): a procedural world with
 known labels, a tiny CLIP and a label-free VFM pretrained on it, every DeCLIP ablation variant distilled through
-configs/proof/ and evaluated on held-out scenes: the table, plots of the losses and of mIoU, and overlays
+projects/proof_world/configs/ and evaluated on held-out scenes: the table, plots of the losses and of mIoU, and overlays
 (vanilla CLIP | DeCLIP | label). The first run trains everything (minutes on 2 cores); later runs read the cache.
 
 Then the real photos:
@@ -64,8 +64,8 @@ def parse_args(argv=None):
 def run_proof(args, out: Path) -> None:
     """The proof of mechanism: world, pretraining, distillation of every variant, evaluation, table, pictures."""
     import declip_mm  # noqa: F401
-    from declip_mm.proof.ablation import format_table, prepare_inputs, run_ablation, summary, write_report
-    from declip_mm.proof.cache import proof_cache_dir
+    from projects.proof_world.proof_world.ablation import format_table, prepare_inputs, run_ablation, summary, write_report
+    from projects.proof_world.proof_world.cache import proof_cache_dir
     start = time.time()
     print('[proof 1/3] the procedural world, its CLIP and its label-free VFM (cached after the first run) ...',
           flush=True)

@@ -5,7 +5,6 @@ from .panoptic_regions import COCOPanopticRegionDataset, LoadPanopticSegmentIds,
 from .distill_dataset import GRID_PAIRS, DeCLIPDistillDataset, declip_distill_collate
 from .label_folder import LabelFolderSegDataset
 from .ov_coco_dataset import OVCocoDataset
-from .proof_world import ProofWorldDataset  # noqa: F401
 
 __all__ = ['DeCLIPDistillDataset', 'declip_distill_collate', 'GRID_PAIRS', 'COCOObjectDataset', 'COCOPanopticRegionDataset',
            'LoadPanopticSegmentIds', 'PackRegionInputs', 'OVCocoDataset', 'LabelFolderSegDataset']

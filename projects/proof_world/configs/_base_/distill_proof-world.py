@@ -3,17 +3,18 @@
 # on the world's images (labels and captions unseen) is the VFM teacher. No diffusion teacher.
 #
 # The world-dependent keys (student weights, VFM teacher, data root, seed) are placeholders that
-# declip_mm/proof/ablation.py (tools/proof/run_ablation.py, `make demo`) fills in from the pretraining outputs
-# (declip_mm/proof/pretrain.py) and runs through declip_mm.engine.runner_setup.build_runner, as tools/train.py
+# projects/proof_world/proof_world/ablation.py (projects/proof_world/tools/run_ablation.py, `make demo`) fills in from the pretraining outputs
+# (projects/proof_world/proof_world/pretrain.py) and runs through declip_mm.engine.runner_setup.build_runner, as tools/train.py
 # does; every run's work dir holds run.json with the equivalent tools/train.py command line.
 #
 # Short schedule for 2 CPU cores (tens of seconds per run): the loop, losses, hook and export are the
 # paper's; lr, iterations and batch are scaled to a 96-wide, 4-block CLIP trained for minutes.
 _base_ = [
-    '../../_base_/models/declip_eva02_b16_dinov2_b14reg.py',
-    '../../_base_/datasets/coco_distill_560.py',
-    '../../_base_/default_runtime.py',
+    '../../../../configs/_base_/models/declip_eva02_b16_dinov2_b14reg.py',
+    '../../../../configs/_base_/datasets/coco_distill_560.py',
+    '../../../../configs/_base_/default_runtime.py',
 ]
+custom_imports = dict(imports=['declip_mm', 'projects.proof_world.proof_world'], allow_failed_imports=False)
 model = dict(
     student=dict(model_name='DeCLIP-Proof-ViT-8', pretrained=None, mode='csa', attn_scale='1/sqrt(d)',
                  trainable='blocks', input_size=128),

@@ -1,10 +1,10 @@
-"""Issue 11, the ablation reduced: a small world, a briefly pretrained CLIP and VFM (declip_mm/proof/pretrain.py),
-DeCLIP + RCC distilled through configs/proof/ and mmengine's Runner, evaluated on held-out scenes."""
+"""Issue 11, the ablation reduced: a small world, a briefly pretrained CLIP and VFM (projects/proof_world/proof_world/pretrain.py),
+DeCLIP + RCC distilled through projects/proof_world/configs/ and mmengine's Runner, evaluated on held-out scenes."""
 import numpy as np
 import pytest
 import torch
 
-from declip_mm.proof.ablation import VARIANT_BY_KEY, distill, distill_config, evaluate, prepare_inputs
+from projects.proof_world.proof_world.ablation import VARIANT_BY_KEY, distill, distill_config, evaluate, prepare_inputs
 
 ITERS = 40
 # a real weight on the region-correlation term (0.05 in the configs), or its gradient drowns in 40 iterations
@@ -23,7 +23,7 @@ def proof(tmp_path_factory):
 
 
 def test_variant_configs_differ_only_where_the_ablation_says(tmp_path):
-    from declip_mm.proof.ablation import ProofInputs
+    from projects.proof_world.proof_world.ablation import ProofInputs
     inputs = ProofInputs(world_root=tmp_path, model_name='DeCLIP-Proof-ViT-8', clip_checkpoint='clip.pt',
                          vfm_teacher=dict(type='VFMTeacher', arch='dinov2_vits14_reg', checkpoint=None,
                                           model_kwargs=dict(img_size=96, patch_size=8, embed_dim=48, depth=1,

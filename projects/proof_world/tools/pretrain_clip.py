@@ -1,14 +1,14 @@
-"""Pretrain the proof world's tiny CLIP (issue 11; declip_mm/proof/pretrain.py), writing the world first if needed.
+"""Pretrain the proof world's tiny CLIP (issue 11; projects/proof_world/proof_world/pretrain.py), writing the world first if needed.
 
-    python tools/proof/pretrain_clip.py                          # world and weights in ~/.cache/declip-mm/proof
-    python tools/proof/pretrain_clip.py --steps 800 --out clip.pt
+    python projects/proof_world/tools/pretrain_clip.py                          # world and weights in ~/.cache/declip-mm/proof
+    python projects/proof_world/tools/pretrain_clip.py --steps 800 --out clip.pt
 
 Prints the cached weights' path, the training time and the held-out zero-shot presence retrieval.
 """
 import sys as _sys
 from pathlib import Path as _Path
 
-_sys.path.insert(0, str(_Path(__file__).resolve().parents[2]))  # this clone's declip_mm, whatever is installed
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[3]))  # this clone's declip_mm, whatever is installed
 import argparse
 import json
 
@@ -30,8 +30,8 @@ def world_arguments(parser):
 def prepare_world(args):
     import torch
 
-    from declip_mm.proof.cache import default_world_root
-    from declip_mm.proof.world import write_world
+    from projects.proof_world.proof_world.cache import default_world_root
+    from projects.proof_world.proof_world.world import write_world
     if args.threads:
         torch.set_num_threads(args.threads)
     root = _Path(args.world) if args.world else default_world_root(args.n_train, args.n_val, args.size,
@@ -40,7 +40,7 @@ def prepare_world(args):
 
 
 def main(argv=None):
-    from declip_mm.proof.pretrain import CLIP_MODEL, pretrain_clip, read_report
+    from projects.proof_world.proof_world.pretrain import CLIP_MODEL, pretrain_clip, read_report
     parser = argparse.ArgumentParser(description='Pretrain the proof world CLIP (open_clip config and ClipLoss)')
     world_arguments(parser)
     parser.add_argument('--model-name', default=CLIP_MODEL)

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parent
+for _path in (REPO, REPO / 'tests'):         # the package and projects, and tests' shared helpers (test_apis, ...)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import declip_mm  # noqa: E402,F401
 

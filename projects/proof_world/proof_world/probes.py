@@ -36,8 +36,8 @@ def _precision_at_k(scores: torch.Tensor, present: torch.Tensor) -> Dict:
 def presence_retrieval(model_name: str, checkpoint, world_root, split: str = 'val', templates: str = 'imagenet80',
                        limit: Optional[int] = None, batch_size: int = 64) -> Dict:
     """Zero-shot presence retrieval of the CLIP ``checkpoint`` on ``split`` (see the module doc)."""
-    from ..models.clip_factory import create_clip
-    from ..models.text.text_encoder import OpenCLIPTextEncoder
+    from declip_mm.models.clip_factory import create_clip
+    from declip_mm.models.text.text_encoder import OpenCLIPTextEncoder
     from .pretrain import CLIP_MEAN, CLIP_STD
     data = load_split(world_root, split, limit)
     text = OpenCLIPTextEncoder(model_name=model_name, pretrained=str(checkpoint), templates=templates,
@@ -143,7 +143,7 @@ def clip_dense_probe(model_name: str, checkpoint, world_root, modes=('vanilla', 
                      train_scenes: int = 200, val_scenes: int = 100) -> Dict:
     """:func:`patch_knn_accuracy` of the CLIP's dense map (``DeCLIPViT.extract_dense``, at its input size) in each
     last-block mode: how local a global CLIP's patch tokens are before any distillation."""
-    from ..models.backbones.declip_vit import DeCLIPViT
+    from declip_mm.models.backbones.declip_vit import DeCLIPViT
     from .pretrain import CLIP_MEAN, CLIP_STD
     out = {}
     for mode in modes:

@@ -181,7 +181,7 @@ def pretrain_vfm(world_root, out_path=None, steps: int = 400, batch_size: int = 
     """
     import timm
 
-    from ..models.teachers.vfm import IMAGENET_MEAN, IMAGENET_STD, VFM_ARCHS, VFMTeacher
+    from declip_mm.models.teachers.vfm import IMAGENET_MEAN, IMAGENET_STD, VFM_ARCHS, VFMTeacher
     if arch not in VFM_ARCHS or not arch.endswith('_reg'):
         raise ValueError(f"pretrain_vfm trains a DINOv2-with-registers arch (e.g. '{VFM_ARCH}'), got '{arch}'")
     if objective not in ('infonce', 'swav'):

@@ -126,7 +126,7 @@ def pretrain_clip(world_root, out_path=None, model_name: str = CLIP_MODEL, steps
     import open_clip
     from open_clip.loss import ClipLoss
 
-    from ..models import presets  # noqa: F401  (registers our open_clip model configs)
+    from declip_mm.models import presets  # noqa: F401  (registers our open_clip model configs)
     from .probes import clip_dense_probe, presence_retrieval
     config = open_clip.get_model_config(model_name)
     if config is None:

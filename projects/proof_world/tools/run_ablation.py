@@ -1,25 +1,25 @@
 """The proof-of-mechanism ablation (issue 11, docs/proof.md): world -> pretrained CLIP and VFM -> every variant
-distilled through configs/proof/ and mmengine's Runner -> held-out mIoU and region accuracy, table, plots,
+distilled through projects/proof_world/configs/ and mmengine's Runner -> held-out mIoU and region accuracy, table, plots,
 overlays. Everything is cached (world, towers, distilled backbones, evaluations): a second run trains nothing.
 
-    python tools/proof/run_ablation.py                        # the documented run (docs/proof.md)
-    python tools/proof/run_ablation.py --seeds 0 --variants csa declip --out outputs/proof
-    python tools/proof/run_ablation.py --cfg-options train_cfg.max_epochs=4 model.context_loss.loss_weight=1.0
+    python projects/proof_world/tools/run_ablation.py                        # the documented run (docs/proof.md)
+    python projects/proof_world/tools/run_ablation.py --seeds 0 --variants csa declip --out outputs/proof
+    python projects/proof_world/tools/run_ablation.py --cfg-options train_cfg.max_epochs=4 model.context_loss.loss_weight=1.0
 """
 import sys as _sys
 from pathlib import Path as _Path
 
-_sys.path.insert(0, str(_Path(__file__).resolve().parents[2]))  # this clone's declip_mm, whatever is installed
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[3]))  # this clone's declip_mm, whatever is installed
 import argparse
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def parse_args(argv=None):
     from mmengine.config import DictAction
 
-    from declip_mm.proof.ablation import VARIANTS
+    from projects.proof_world.proof_world.ablation import VARIANTS
     p = argparse.ArgumentParser(description='DeCLIP proof-of-mechanism ablation in the procedural world')
     p.add_argument('--out', default=str(REPO / 'outputs' / 'proof'), help='table, results.json, plots, overlays')
     p.add_argument('--world', default=None, help='world folder (default: in the proof cache, from the sizes below)')
@@ -42,8 +42,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import declip_mm  # noqa: F401
-    from declip_mm.proof.ablation import format_table, prepare_inputs, run_ablation, summary, write_report
-    from declip_mm.proof.cache import proof_cache_dir
+    from projects.proof_world.proof_world.ablation import format_table, prepare_inputs, run_ablation, summary, write_report
+    from projects.proof_world.proof_world.cache import proof_cache_dir
     progress = not args.no_progress
     print('[1/3] world and pretrained towers (cached after the first run) ...', flush=True)
     inputs = prepare_inputs(args.world, args.n_train, args.n_val, args.size, cache_dir=args.cache, progress=progress,

@@ -1,15 +1,15 @@
-"""Pretrain the proof world's label-free context teacher (issue 11; declip_mm/proof/vfm_pretrain.py), writing
+"""Pretrain the proof world's label-free context teacher (issue 11; projects/proof_world/proof_world/vfm_pretrain.py), writing
 the world first if needed.
 
-    python tools/proof/pretrain_vfm.py                           # world and weights in ~/.cache/declip-mm/proof
-    python tools/proof/pretrain_vfm.py --steps 400 --out vfm.pt
+    python projects/proof_world/tools/pretrain_vfm.py                           # world and weights in ~/.cache/declip-mm/proof
+    python projects/proof_world/tools/pretrain_vfm.py --steps 400 --out vfm.pt
 
 Prints the cached weights' path, the VFMTeacher config, the training time and the k-NN patch probe.
 """
 import sys as _sys
 from pathlib import Path as _Path
 
-_sys.path.insert(0, str(_Path(__file__).resolve().parents[2]))  # this clone's declip_mm, whatever is installed
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[3]))  # this clone's declip_mm, whatever is installed
 import argparse
 import json
 
@@ -17,7 +17,7 @@ from pretrain_clip import prepare_world, world_arguments  # noqa: E402  (same fo
 
 
 def main(argv=None):
-    from declip_mm.proof.pretrain import pretrain_vfm, read_report
+    from projects.proof_world.proof_world.pretrain import pretrain_vfm, read_report
     parser = argparse.ArgumentParser(description='Pretrain the proof world VFM (self-supervised, no labels)')
     world_arguments(parser)
     parser.add_argument('--steps', type=int, default=None, help='default: pretrain_vfm\'s')

@@ -39,8 +39,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO / 'configs' / 'proof'
+REPO = Path(__file__).resolve().parents[3]
+CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 CACHE_VERSION = 1          # bump when the meaning of a cached backbone or evaluation changes
 
 
@@ -78,7 +78,7 @@ VARIANT_BY_KEY = {v.key: v for v in VARIANTS}
 
 @dataclass
 class ProofInputs:
-    """What the ablation needs from the world and the pretraining (declip_mm/proof/world.py, pretrain.py).
+    """What the ablation needs from the world and the pretraining (projects/proof_world/proof_world/world.py, pretrain.py).
 
     world_root: the folder ``write_world`` wrote ({train,val}/{images,labels}, annotations.json).
     model_name: the open_clip model name of the world's CLIP; clip_checkpoint: its open_clip-format weights.
@@ -109,7 +109,7 @@ def prepare_inputs(world_root=None, n_train: int = 2000, n_val: int = 200, size:
                    cache_dir: Optional[str] = None, clip_kwargs: Optional[dict] = None,
                    vfm_kwargs: Optional[dict] = None, progress: bool = True, clip_checkpoint: Optional[str] = None,
                    vfm_checkpoint: Optional[str] = None) -> ProofInputs:
-    """Write the world (idempotent) and pretrain its CLIP and VFM (cached by ``declip_mm.proof.pretrain``);
+    """Write the world (idempotent) and pretrain its CLIP and VFM (cached by ``projects.proof_world.proof_world.pretrain``);
     ``clip_checkpoint`` / ``vfm_checkpoint`` use weights pretrained before instead (default architectures)."""
     from .cache import default_world_root
     from .pretrain import CLIP_MODEL, pretrain_clip, pretrain_vfm
@@ -133,7 +133,7 @@ def prepare_inputs(world_root=None, n_train: int = 2000, n_val: int = 200, size:
 
 # ---------------------------------------------------------------------------------------------- helpers
 def _file_digest(path) -> str:
-    from ..models.distillers.teacher_cache import weights_digest
+    from declip_mm.models.distillers.teacher_cache import weights_digest
     return weights_digest(path)
 
 
@@ -147,7 +147,7 @@ def world_digest(world_root: Path) -> str:
     files = [root / 'world.json'] + [root / split / 'annotations.json' for split in ('train', 'val')]
     for f in files:
         if not f.is_file():
-            raise FileNotFoundError(f'{f} not found: write the world first (declip_mm.proof.world.write_world)')
+            raise FileNotFoundError(f'{f} not found: write the world first (projects.proof_world.proof_world.world.write_world)')
     return _sha([_file_digest(f) for f in files])
 
 
@@ -157,7 +157,7 @@ def read_annotations(world_root: Path, split: str) -> List[dict]:
     folder = Path(world_root) / split
     ann = folder / 'annotations.json'
     if not ann.is_file():
-        raise FileNotFoundError(f'{ann} not found: write the world first (declip_mm.proof.world.write_world)')
+        raise FileNotFoundError(f'{ann} not found: write the world first (projects.proof_world.proof_world.world.write_world)')
     records = json.loads(ann.read_text()).get('images')
     if not records:
         raise KeyError(f"{ann} has no 'images' records")
@@ -188,7 +188,7 @@ def distill_config(variant: Variant, inputs: ProofInputs, seed: int, overrides: 
     dotted keys as ``--cfg-options`` takes them)."""
     from mmengine.config import Config
 
-    from ..models.teachers.vfm import VFMTeacher
+    from declip_mm.models.teachers.vfm import VFMTeacher
     cfg = Config.fromfile(str(CONFIG_DIR / variant.config))
     vision = _vision_cfg(inputs.model_name)
     options = {
@@ -225,7 +225,7 @@ def _flatten(prefix: str, value) -> dict:
 def _vision_cfg(model_name: str) -> dict:
     import open_clip
 
-    from ..models import presets  # noqa: F401  (registers the package's open_clip model configs)
+    from declip_mm.models import presets  # noqa: F401  (registers the package's open_clip model configs)
     config = open_clip.get_model_config(model_name)
     if config is None:
         raise ValueError(f"unknown open_clip model '{model_name}'")
@@ -271,7 +271,7 @@ def distill(variant: Variant, inputs: ProofInputs, seed: int, cache_root: Path, 
     if backbone.is_file() and losses_file.is_file():
         return DistillRun(variant.key, seed, str(backbone), json.loads(losses_file.read_text()), True, 0.0, command)
 
-    from ..engine.runner_setup import build_runner
+    from declip_mm.engine.runner_setup import build_runner
     cfg.work_dir = str(work_dir)
     cfg.experiment_name = f'{variant.key}-seed{seed}-{time.time_ns()}'    # unique logger / visualizer names
     cfg.launcher = 'none'
@@ -304,8 +304,8 @@ def _close_runner(runner) -> None:
 def build_models(inputs: ProofInputs, backbone: Optional[str], mode: str):
     """(TrainingFreeSegmentor, RegionClassifier) on the same weights: the world CLIP (``backbone`` None) or a
     distilled DeCLIPViT checkpoint, dense features in ``mode``."""
-    from ..apis import build_segmentor
-    from ..registry import MODELS
+    from declip_mm.apis import build_segmentor
+    from declip_mm.registry import MODELS
     weights = backbone or str(inputs.clip_checkpoint)
     # a DeCLIPViT checkpoint restores its own mode; the segmentor / classifier choose the mode they read
     backbone_cfg = dict(type='DeCLIPViT', model_name=inputs.model_name, pretrained=weights, trainable='none',
@@ -328,8 +328,8 @@ def evaluate(inputs: ProofInputs, backbone: Optional[str], mode: str, split: str
     import torch
     from PIL import Image
 
-    from ..apis import mean_iou, segment_image
-    from ..evaluation.region_metric import RegionClassificationMetric
+    from declip_mm.apis import mean_iou, segment_image
+    from declip_mm.evaluation.region_metric import RegionClassificationMetric
     segmentor, classifier = build_models(inputs, backbone, mode)
     records = read_annotations(inputs.world_root, split)[:max_images]
     thing_ids = {inputs.class_names.index(c) for c in inputs.thing_classes}
@@ -536,7 +536,7 @@ def write_overlays(inputs: ProofInputs, panels: Dict[str, Optional[str]], modes:
     None = the world CLIP, read in ``modes[title]``), then the label."""
     from PIL import Image, ImageDraw
 
-    from ..apis import overlay
+    from declip_mm.apis import overlay
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = read_annotations(inputs.world_root, split)

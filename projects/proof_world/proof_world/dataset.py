@@ -1,4 +1,4 @@
-"""``ProofWorldDataset``: one split of a proof world written by ``declip_mm.proof.world.write_world``, as an mmseg
+"""``ProofWorldDataset``: one split of a proof world written by ``proof_world.world.write_world``, as an mmseg
 dataset (``CLASS_NAMES``: 4 stuff then 12 thing classes, label 255 ignored), so that mmseg's ``IoUMetric`` and
 ``TrainingFreeSegmentor`` run on it unchanged.
 
@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 from typing import List
 
+from declip_mm.registry import DATASETS
 from mmseg.datasets import BaseSegDataset
 
-from ..proof.world import CLASS_NAMES, IGNORE, PALETTE, SPLIT_STREAM, STAMP_FILE
-from ..registry import DATASETS
+from .world import CLASS_NAMES, IGNORE, PALETTE, SPLIT_STREAM, STAMP_FILE
 
 
 @DATASETS.register_module()
@@ -37,7 +37,7 @@ class ProofWorldDataset(BaseSegDataset):
                 raise ValueError(f'ProofWorldDataset fixes {key}; do not pass it')
         if not (Path(data_root) / STAMP_FILE).is_file():
             raise FileNotFoundError(f'{data_root} is not a proof world (no {STAMP_FILE}); '
-                                    'write it with declip_mm.proof.write_world or tools/proof/pretrain_clip.py')
+                                    'write it with projects.proof_world.proof_world.write_world or projects/proof_world/tools/pretrain_clip.py')
         self.split = split
         super().__init__(data_root=data_root, img_suffix='.png', seg_map_suffix='.png', reduce_zero_label=False,
                          ignore_index=IGNORE,
@@ -51,7 +51,7 @@ class ProofWorldDataset(BaseSegDataset):
         annotations = json.loads(ann_file.read_text())
         if annotations.get('classes') != list(CLASS_NAMES):
             raise ValueError(f"{ann_file} was written with other classes ({annotations.get('classes')}); "
-                             'rewrite the world with this version of declip_mm.proof.world')
+                             'rewrite the world with this version of projects.proof_world.proof_world.world')
         folder = Path(self.data_root) / self.split
         data_list = []
         for record in annotations['images']:

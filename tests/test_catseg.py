@@ -210,6 +210,29 @@ def test_catseg_vocabularies_and_pas20b_rule():
     assert metric.compute_metrics(metric.results)['mIoU'] == pytest.approx(100.0)
 
 
+# git blob ids of CAT-Seg @6d3a188af95165147fe2f34a8237fa7d2633e784 `datasets/*.json` (git ls-tree 6d3a188 datasets/)
+CATSEG_JSON_BLOBS = {
+    'ade150.json': '58772475641879daf8ada3e5c5204773b576780a',
+    'ade847.json': '5150122783f7330795ac28ca0dfeeb08bab8e3f3',
+    'coco.json': '8feed8cb0c0a79d26879f3156ba22ad9557604cf',
+    'pc459.json': 'a7554da8933c55cb57e2352466beccefb6ac2a89',
+    'pc59.json': '5b1822edab9b73bac6a868349f0e18dda8923110',
+    'voc20.json': 'b38e07ba1bd78eab8d3589a5f396c632fcfc13ac',
+    'voc20b.json': '37f95f77b88dd8c94fca5702c71351b7704ea10e'}
+
+
+def test_bundled_vocabularies_are_byte_identical_to_catseg():
+    """Every bundled json has the git blob id of CAT-Seg's file (sha1 of 'blob <size>\\0' + the bytes): the same
+    bytes, and every one of CAT-Seg's seven vocabularies is bundled."""
+    import hashlib
+    folder = Path(__file__).resolve().parents[1] / 'declip_mm' / 'datasets' / 'catseg_classes'
+    blobs = {}
+    for path in sorted(folder.glob('*.json')):
+        data = path.read_bytes()
+        blobs[path.name] = hashlib.sha1(b'blob %d\0' % len(data) + data).hexdigest()
+    assert blobs == CATSEG_JSON_BLOBS
+
+
 @pytest.mark.slow
 def test_catseg_configs_train_and_test_through_the_runner(sample_root, tmp_path):
     """The B/16 training config (solver, lr multipliers, clipping) with tiny towers: two iterations on the sample VOC

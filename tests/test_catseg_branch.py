@@ -317,8 +317,9 @@ def test_configs_are_the_branchs_yamls(clip):
     assert cfg.train_cfg.max_iters == want['max_iter']
     assert len(ref.class_prompts(['x'])) == 1 and cfg.train_dataloader.dataset.vocabulary == 'coco'
     test = Config.fromfile(str(REPO / TEST_CONFIGS[clip]))
-    resize = next(t for t in test.test_dataloader.dataset.pipeline if t['type'] == 'Resize')
-    assert tuple(resize['scale']) == (want['test_max_size'], want['test_min_size']) and resize['keep_ratio']
+    resize = next(t for t in test.test_dataloader.dataset.pipeline if t['type'].endswith('D2ResizeShortestEdge'))
+    assert (resize['short_edge'], resize['max_size']) == (want['test_min_size'], want['test_max_size'])
+    assert resize['backend'] == 'pillow'                      # detectron2's ResizeTransform resizes with PIL
 
 
 def test_the_documented_launch_trains_with_a_total_batch_of_four():
@@ -334,13 +335,70 @@ def test_the_documented_launch_trains_with_a_total_batch_of_four():
 # ------------------------------------------------------------------------------------------------------------------
 # d) the test protocol
 # ------------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('shape', [(375, 500), (512, 683), (300, 1400), (1000, 800), (640, 640)])
-def test_test_resize_is_detectron2s_shortest_edge(shape):
+@pytest.mark.parametrize('backend', ['pillow', 'cv2'])
+@pytest.mark.parametrize('shape', [(375, 500), (512, 683), (300, 1400), (1000, 800), (640, 640), (2000, 333)])
+def test_test_resize_is_detectron2s_shortest_edge(shape, backend):
     import numpy as np
-    from mmcv.transforms import Resize
-    resize = Resize(scale=(2560, 640), keep_ratio=True)
-    out = resize(dict(img=np.zeros((*shape, 3), np.uint8)))
-    assert out['img'].shape[:2] == ref.d2_shortest_edge_size(*shape)
+    from declip_mm.datasets.transforms import D2ResizeShortestEdge
+    out = D2ResizeShortestEdge(640, 2560, backend)(dict(img=np.zeros((*shape, 3), np.uint8)))
+    assert out['img'].shape[:2] == out['img_shape'] == ref.d2_shortest_edge_size(*shape)
+    assert out['scale_factor'] == (out['img_shape'][1] / shape[1], out['img_shape'][0] / shape[0])
+
+
+def detectron2_read_and_resize(path, short=640, max_size=2560):
+    """What CAT-Seg's test mapper does to an image (detectron2 @02b5c4e): ``utils.read_image(path, 'RGB')`` (PIL,
+    EXIF orientation applied, converted to RGB), then ``ResizeShortestEdge(short, max_size).get_transform`` ->
+    ``ResizeTransform.apply_image``: for uint8, ``Image.fromarray(img).resize((new_w, new_h), Image.BILINEAR)``."""
+    import numpy as np
+    from PIL import Image, ImageOps
+    with Image.open(path) as im:
+        rgb = np.asarray((ImageOps.exif_transpose(im) or im).convert('RGB'))
+    new_h, new_w = ref.d2_shortest_edge_size(*rgb.shape[:2], short=short, max_size=max_size)
+    return np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BILINEAR))
+
+
+@pytest.mark.parametrize('short', [640, 256])            # 640: the protocol (upscaling here); 256: shrinking
+def test_test_pipeline_resizes_a_real_photo_as_detectron2(sample_root, short):
+    """The benchmark configs' test pipeline (LoadImageFromFile, D2ResizeShortestEdge) on real photos gives exactly
+    detectron2's pixels (BGR here, RGB there); backend='cv2' does not (cv2's bilinear is not antialiased)."""
+    import numpy as np
+    from mmcv.transforms import Compose
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmseg')
+    steps = Config.fromfile(str(REPO / TEST_CONFIGS['EVA02-CLIP-B-16'])).test_dataloader.dataset.pipeline
+    steps = [dict(t, short_edge=short) if t['type'].endswith('D2ResizeShortestEdge') else t for t in steps[:2]]
+    assert [t['type'] for t in steps] == ['LoadImageFromFile', 'declip_mm.D2ResizeShortestEdge']
+    from mmseg.registry import TRANSFORMS
+    pipeline = Compose([TRANSFORMS.build(t) for t in steps])
+    cv2_pipeline = Compose([TRANSFORMS.build(dict(t, backend='cv2') if 'Resize' in t['type'] else t) for t in steps])
+    paths = [sorted((sample_root / 'voc' / 'JPEGImages').glob('*.jpg'))[0], sample_root / 'photos' / 'quokka.jpg']
+    for path in paths:
+        want = detectron2_read_and_resize(path, short)
+        got = pipeline(dict(img_path=str(path)))['img'][..., ::-1]
+        assert got.shape == want.shape and np.array_equal(got, want), path.name
+        other = cv2_pipeline(dict(img_path=str(path)))['img'][..., ::-1]
+        diff = np.abs(other.astype(int) - want.astype(int))
+        assert other.shape == want.shape and diff.max() > 0
+        if short == 256:                                     # aliasing: cv2 differs by tens of grey levels
+            assert diff.max() > 10
+
+
+def test_d2_resize_of_label_maps_is_nearest_as_detectron2():
+    """apply_segmentation: PIL NEAREST for uint8; F.interpolate(mode='nearest') for other dtypes (16-bit here)."""
+    import numpy as np
+    from PIL import Image
+    from declip_mm.datasets.transforms import D2ResizeShortestEdge
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 255, (37, 53)).astype(np.uint8)
+    out = D2ResizeShortestEdge(80, 2560)(dict(img=np.zeros((37, 53, 3), np.uint8), gt_seg_map=label.copy()))
+    h, w = out['img_shape']
+    assert np.array_equal(out['gt_seg_map'], np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST)))
+    label16 = rng.integers(0, 65535, (37, 53)).astype(np.uint16)
+    out = D2ResizeShortestEdge(80, 2560)(dict(img=np.zeros((37, 53, 3), np.uint8), gt_seg_map=label16.copy()))
+    want = F.interpolate(torch.from_numpy(label16.astype(np.float64))[None, None], (h, w), mode='nearest')[0, 0]
+    assert out['gt_seg_map'].dtype == np.uint16 and np.array_equal(out['gt_seg_map'], want.numpy().astype(np.uint16))
+    assert set(np.unique(out['gt_seg_map'])) <= set(np.unique(label16))
 
 
 def test_predict_is_the_branchs_inference_sliding_window(sample_root):
@@ -365,10 +423,14 @@ def test_predict_is_the_branchs_inference_sliding_window(sample_root):
 
 
 def test_importer_takes_the_branchs_clip_key_layout(tmp_path):
-    """The released checkpoint's CLIP keys: a detectron2 state dict whose clip_model part is named exactly by the
-    branch's own parameter list (ref.clip_parameter_names, EVA CustomCLIP @06262d4, plus its rope / attn_mask
-    buffers) converts with no missing or unexpected key, and every tensor lands where the branch's name says."""
+    """The released checkpoint's keys, all of them: a detectron2 state dict whose clip_model part is named exactly by
+    the branch's own parameter list (ref.clip_parameter_names, EVA CustomCLIP @06262d4, plus its rope / attn_mask
+    buffers) and whose head is exactly the reference's (names, shapes, dtypes and the saved shift masks, from
+    tests/fixtures/reference/catseg_d2_state_dict_b16.json; only upsample1/2's input width is the tiny tower's)
+    converts through the command's path with no missing or unexpected key, and every tensor lands where the branch's
+    name says, unchanged."""
     from test_backbone import to_eva_clip_format
+    from test_catseg_checkpoint import CLIP_PREFIX, reference_layout, reference_mask, synthetic_head_state
     from tools.converters.catseg_d2_to_declip import convert
     model = tiny_catseg()
     depth, text_depth = len(model.backbone.visual.trunk.blocks), len(model.text_encoder.text.transformer.resblocks)
@@ -383,20 +445,29 @@ def test_importer_takes_the_branchs_clip_key_layout(tmp_path):
     buffers = {k: v for k, v in ours.items() if k not in set(branch_names)}
     assert all(('rope' in k or 'attn_mask' in k) for k in buffers), sorted(buffers)
     clip.update(buffers)
-    d2 = {f'sem_seg_head.predictor.transformer.{k}': v for k, v in model.aggregator.state_dict().items()}
-    d2.update({f'upsample{i + 1}.{k}': v for i in range(2) for k, v in model.guidance_up[i].state_dict().items()})
-    d2.update({f'sem_seg_head.predictor.clip_model.{k}': v for k, v in clip.items()})
-    torch.save({'model': d2}, tmp_path / 'model_final.pth')
+    layout = reference_layout('b16')
+    width = model.backbone.width                  # the tiny tower's; the reference's is 768 (EVA02-B/16)
+    keys = [dict(e, shape=[width] + e['shape'][1:]) if e['key'] in ('upsample1.weight', 'upsample2.weight') else e
+            for e in layout['keys']]
+    d2 = synthetic_head_state(keys, 7, reference_mask())
+    d2.update({f'{CLIP_PREFIX}{k}': v for k, v in clip.items()})
+    torch.save({'model': d2, 'iteration': 79999}, tmp_path / 'model_final.pth')
     (tmp_path / 'cfg.py').write_text(f"""
 _base_ = ['{REPO}/configs/catseg/catseg_declip-eva02-b16_coco-stuff-384_80k.py']
-model = dict(backbone=dict(model_name='{TINY}', out_indices=(0, 1)), text_model='{TINY}', clip_resolution=384,
-             class_names=['cat', 'dog', 'sky', 'grass', 'road'],
-             aggregator=dict(text_dim=32, appearance_dim=32, feature_size=24, window=12, pad_len=16))
+model = dict(backbone=dict(model_name='{TINY}', out_indices=(0, 1)), text_model='{TINY}',
+             class_names=['cat', 'dog', 'sky', 'grass', 'road'])
 """)
     report = convert(str(tmp_path / 'model_final.pth'), str(tmp_path / 'ours.pth'), str(tmp_path / 'cfg.py'))
     assert not report.missing and not report.unexpected
+    assert set(layout['attn_mask']['keys']) <= set(report.ignored)
     converted = torch.load(tmp_path / 'ours.pth', weights_only=False)['state_dict']
     q = converted['backbone.visual.trunk.blocks.1.attn.q_proj.weight']
     torch.testing.assert_close(q, clip['visual.blocks.1.attn.q_proj.weight'], rtol=0, atol=0)
     in_proj = converted['text_encoder.text.transformer.resblocks.0.attn.in_proj_weight']
     torch.testing.assert_close(in_proj, clip['text.transformer.resblocks.0.attn.in_proj_weight'], rtol=0, atol=0)
+    head = {k: v for k, v in d2.items() if not k.startswith(CLIP_PREFIX) and not k.endswith('attn_mask')}
+    assert len(head) == 132
+    for key, value in head.items():
+        new = key.replace('sem_seg_head.predictor.transformer.', 'aggregator.').replace(
+            'upsample1.', 'guidance_up.0.').replace('upsample2.', 'guidance_up.1.')
+        assert converted[new].dtype == value.dtype and torch.equal(converted[new], value), key

@@ -5,8 +5,13 @@ report: the authors' released CAT-Seg + DeCLIP EVA02-B/16 model then runs throug
         [--config configs/catseg/catseg_declip-eva02-b16_coco-stuff-384_80k.py]
     python tools/test.py configs/catseg/catseg_declip-eva02-b16_test-ade150.py catseg_declip_b16.pth
 
-Mapping (CAT-Seg @6d3a188 / DeCLIP_CATSeg @06262d4 module names; our aggregator uses the same names):
+Mapping (CAT-Seg @6d3a188 / DeCLIP_CATSeg @06262d4 module names; our aggregator uses the same names, the class
+aggregation's ``MLP`` included; every reference key is listed in tests/fixtures/reference/catseg_d2_state_dict_*.json,
+recorded by instantiating the reference's own code):
     sem_seg_head.predictor.transformer.*        -> aggregator.*
+    sem_seg_head.predictor.transformer.layers.{i}.swin_block.block_2.attn_mask
+                                                 -> checked equal to our recomputed aggregator.layers.{i}...attn_mask,
+                                                    reported as ignored (a different mask stops the conversion)
     upsample1.* / upsample2.*                    -> guidance_up.0.* / guidance_up.1.*
     sem_seg_head.predictor.clip_model.visual.*  -> backbone.visual.* (EVA-CLIP layout converted with timm's filter)
     sem_seg_head.predictor.clip_model.text.* / logit_scale -> text_encoder.*
@@ -33,13 +38,45 @@ RENAMES = (('sem_seg_head.predictor.transformer.', 'aggregator.'), ('upsample1.'
            ('upsample2.', 'guidance_up.1.'))
 
 
+def _rename(key: str):
+    for old, new in RENAMES:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return None
+
+
+def convert_head_state_dict(d2: dict, model) -> tuple:
+    """(our state dict, ignored keys, unmapped keys) for the non-CLIP keys of a detectron2 CAT-Seg state dict: the
+    aggregator and the two guidance ConvTs. ``model`` needs the ``aggregator`` (whose recomputed shift masks the
+    checkpoint's saved ``attn_mask`` buffers must equal: ValueError otherwise)."""
+    out, ignored, unmapped = {}, [], []
+    ours = dict(model.named_buffers())
+    for k, v in d2.items():
+        if k.startswith(CLIP):
+            continue
+        new = _rename(k)
+        if new is None:
+            unmapped.append(k)
+        elif new.endswith('.attn_mask') and new.startswith('aggregator.'):
+            mine = ours.get(new)                   # named_buffers() leaves out the unshifted blocks' None
+            if mine is None:
+                unmapped.append(k)
+                continue
+            if tuple(v.shape) != tuple(mine.shape) or not torch.equal(v.to(mine), mine):
+                raise ValueError(f'{k}: the checkpoint\'s shifted-window mask {tuple(v.shape)} differs from ours '
+                                 f'({new}, {tuple(mine.shape)}): the config\'s feature_size / window do not match')
+            ignored.append(k)
+        else:
+            out[new] = v
+    return out, ignored, unmapped
+
+
 def convert_state_dict(d2: dict, model) -> tuple:
     """(our state dict, ignored keys, unmapped keys) for a detectron2 CAT-Seg state dict and a built CATSeg."""
-    out, unmapped = {}, []
     clip = {k[len(CLIP):]: v for k, v in d2.items() if k.startswith(CLIP)}
     visual, ignored = convert_eva_clip_state_dict({k: v for k, v in clip.items() if k.startswith('visual.')},
                                                   types.SimpleNamespace(visual=model.backbone.visual))
-    out.update({f'backbone.{k}': v for k, v in visual.items()})
+    out = {f'backbone.{k}': v for k, v in visual.items()}
     for k, v in clip.items():
         if k.startswith('visual.'):
             continue
@@ -47,16 +84,9 @@ def convert_state_dict(d2: dict, model) -> tuple:
             ignored.append(k)
             continue
         out[f'text_encoder.{k}'] = v
-    for k, v in d2.items():
-        if k.startswith(CLIP):
-            continue
-        for old, new in RENAMES:
-            if k.startswith(old):
-                out[new + k[len(old):]] = v
-                break
-        else:
-            unmapped.append(k)
-    return out, ignored, unmapped
+    head, head_ignored, unmapped = convert_head_state_dict(d2, model)
+    out.update(head)
+    return out, ignored + head_ignored, unmapped
 
 
 def convert(src: str, dst: str, config: str, strict: bool = True) -> LoadReport:

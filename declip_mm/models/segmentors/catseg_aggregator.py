@@ -12,7 +12,12 @@ DOWNSTREAM.md 2.4-2.9), the CVPR'24 design (not the 2023 one of mmseg's ``projec
              Conv3x3 -> one logit per class                            (B, T, 4h, 4w)
 
 More than 256 classes: each image keeps its 256 most relevant classes (max cost), the others get logit -100.
-Module names follow the reference's, so its checkpoints map key for key (``tools/converters/catseg_d2_to_declip.py``).
+Module names follow the reference's, so its checkpoints map key for key (``tools/converters/catseg_d2_to_declip.py``;
+the recorded reference layout: ``tests/fixtures/reference/catseg_d2_state_dict_{b16,l14}.json``): the class
+aggregation's MLP is ``MLP`` as the reference's ``ClassTransformerLayer.MLP`` (checkpoints of ours saved before the
+rename, with ``attention.mlp.*``, still load: ``ClassAggregation`` renames them on load). The shifted block's
+``attn_mask`` has the reference's name but is recomputed, not stored (non-persistent): the reference saves it as a
+persistent buffer, and the importer checks those saved masks against ours and reports them as ignored.
 """
 from typing import List, Optional, Sequence
 
@@ -78,7 +83,9 @@ class SwinBlock(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = GuidedAttention(dim, guidance_dim, heads, 'softmax')
         self.mlp = Mlp(dim, 4 * dim)
-        self.register_buffer('mask', shifted_window_mask(size, window, shift) if shift else None, persistent=False)
+        # the reference's name; recomputed from the config, never saved (the importer checks a checkpoint's copy)
+        self.register_buffer('attn_mask', shifted_window_mask(size, window, shift) if shift else None,
+                             persistent=False)
 
     def _windows(self, x):
         n, _, _, c = x.shape
@@ -96,7 +103,7 @@ class SwinBlock(nn.Module):
         if self.shift:
             z = torch.roll(z, (-self.shift, -self.shift), dims=(1, 2))
         z = self._windows(z)
-        out = self.attn(z[..., :c], z[..., c:], self.mask)
+        out = self.attn(z[..., :c], z[..., c:], self.attn_mask)
         out = self._merge(out, n)
         if self.shift:
             out = torch.roll(out, (self.shift, self.shift), dims=(1, 2))
@@ -122,16 +129,26 @@ class SwinAggregation(nn.Module):
 
 class ClassAggregation(nn.Module):
     """Linear attention across the classes at every (pooled) location, padded to ``pad_len`` class slots
-    (CAT-Seg's ``ClassTransformerLayer``)."""
+    (CAT-Seg's ``ClassTransformerLayer``; its MLP is named ``MLP`` there, so here too)."""
 
     def __init__(self, dim: int, guidance_dim: int, heads: int, pad_len: int):
         super().__init__()
         self.pad_len = pad_len
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attention = GuidedAttention(dim, guidance_dim, heads, 'linear')
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, dim))
+        self.MLP = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, dim))
         self.padding_tokens = nn.Parameter(torch.zeros(1, 1, dim))
         self.padding_guidance = nn.Parameter(torch.zeros(1, 1, guidance_dim))
+        self.register_load_state_dict_pre_hook(self._rename_legacy_mlp)
+
+    @staticmethod
+    def _rename_legacy_mlp(module, state_dict, prefix, *args):
+        """Our checkpoints saved before the rename to the reference's name: ``<prefix>mlp.*`` -> ``<prefix>MLP.*``
+        (in place, when the new name is absent)."""
+        for key in [k for k in state_dict if k.startswith(prefix + 'mlp.')]:
+            new = prefix + 'MLP.' + key[len(prefix) + len('mlp.'):]
+            if new not in state_dict:
+                state_dict[new] = state_dict.pop(key)
 
     def forward(self, x, guidance, pool: Sequence[int]):
         """x (B, C, T, h, w), guidance (B, T, Cg) -> (B, C, T, h, w)."""
@@ -144,7 +161,7 @@ class ClassAggregation(nn.Module):
             seq = torch.cat([seq, self.padding_tokens.expand(seq.shape[0], self.pad_len - t, c)], dim=1)
             g = torch.cat([g, self.padding_guidance.expand(g.shape[0], self.pad_len - t, -1)], dim=1)
         seq = seq + self.attention(self.norm1(seq), g)
-        seq = (seq + self.mlp(self.norm2(seq)))[:, :t]
+        seq = (seq + self.MLP(self.norm2(seq)))[:, :t]
         out = seq.view(b, hp, wp, t, c).permute(0, 3, 4, 1, 2).reshape(b * t, c, hp, wp)
         out = F.interpolate(out, size=(h, w), mode='bilinear', align_corners=True)
         return x + out.view(b, t, c, h, w).permute(0, 2, 1, 3, 4)

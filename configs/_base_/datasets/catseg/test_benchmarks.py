@@ -2,9 +2,12 @@
 # them once; docs/catseg.md): the image's shorter side resized to 640 (max 2560, as the test mapper), the label at its
 # original size; detectron2's mIoU (D2IoUMetric). Each leaf config picks one with its vocabulary, e.g.
 #   test_dataloader = dict(dataset=benchmarks['ade150']); test_evaluator = evaluators['ade150']
+# detectron2's test resize (ResizeShortestEdge -> PIL bilinear, antialiased when shrinking); 'cv2' resizes as mmseg's
+# Resize does (same size). Per run: --cfg-options test_dataloader.dataset.pipeline.1.backend=cv2 (docs/catseg.md)
+test_resize_backend = 'pillow'
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2560, 640), keep_ratio=True),
+    dict(type='declip_mm.D2ResizeShortestEdge', short_edge=640, max_size=2560, backend=test_resize_backend),
     dict(type='declip_mm.LoadFullRangeAnnotations'),   # labels at their full range (16-bit A-847 / PC-459)
     dict(type='PackSegInputs'),
 ]

@@ -360,7 +360,7 @@ env_cfg = dict(dist_cfg=dict(backend='gloo'))
                for b in ['ade847', 'pc459', 'ade150', 'pc59', 'voc20b'])
     table = (out / 'summary.md').read_text()
     assert f"| ours | n/a | n/a | n/a | n/a | {voc20['value']:.1f} | n/a | {voc20['value']:.1f} (partial) |" in table
-    assert '| DeCLIP paper (EVA02-B/16) | 15.2 | 21.5 | 36.6 | 60.9 | 96.7 | 81.5 | 52.1 |' in table
+    assert '| DeCLIP_CATSeg README, released checkpoint (EVA02-B/16) | 15.2 | 21.5 | 36.6 | 60.9 | 96.7 | 81.5 | 52.1 |' in table
 
 
 @pytest.mark.parametrize('bench', ['ade847', 'pc459', 'ade150', 'pc59', 'voc20', 'voc20b'])

@@ -8,7 +8,7 @@
 CHECKPOINT: anything tools/test.py takes (a DeCLIPViT checkpoint, CLIP weights, a whole-model checkpoint such as a
 CAT-Seg ``iter_80000.pth`` or the imported released model), or 'none' for the configs' own weights. A benchmark
 whose config or data root is missing is reported as such; the average is marked '(partial)' unless every benchmark
-ran. The table has the paper's row beside ours.
+ran. The table has the published reference row beside ours (CAT-Seg: the DeCLIP_CATSeg README's released checkpoint).
 """
 import sys as _sys
 from pathlib import Path as _Path
@@ -36,8 +36,8 @@ SUITES = {
     'catseg': dict(
         title='CAT-Seg + DeCLIP', configs_dir='configs/catseg', prefix='catseg_declip-eva02-b16_test-',
         benchmarks=['ade847', 'pc459', 'ade150', 'pc59', 'voc20', 'voc20b'], metric='d2/mIoU',
-        # DeCLIP's released CAT-Seg EVA02-B/16 (DOWNSTREAM.md Part 2)
-        paper=dict(name='DeCLIP paper (EVA02-B/16)',
+        # DeCLIP's released CAT-Seg EVA02-B/16 (the DeCLIP_CATSeg branch's README; docs/catseg.md)
+        paper=dict(name='DeCLIP_CATSeg README, released checkpoint (EVA02-B/16)',
                    values=dict(ade847=15.20, pc459=21.47, ade150=36.57, pc59=60.89, voc20=96.68, voc20b=81.54))),
     'catseg-l14': dict(
         title='CAT-Seg + DeCLIP (EVA02-L/14-336)', configs_dir='configs/catseg',

@@ -1,4 +1,4 @@
-"""Issue 12, item 1: the Python API (OpenVocabSegmenter, OpenVocabDetector, DenseFeatureExtractor) on tiny random
+"""The Python API (OpenVocabSegmenter, OpenVocabDetector, DenseFeatureExtractor) on tiny random
 towers and the sample photos: results against the benchmark path (segment_image) and independent computations."""
 from pathlib import Path
 

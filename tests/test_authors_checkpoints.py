@@ -1,4 +1,4 @@
-"""Issue 16: the authors' DeCLIP ``.pt`` and the official EVA02-CLIP checkpoint, as the REFERENCE code lays them out.
+"""The authors' DeCLIP ``.pt`` and the official EVA02-CLIP checkpoint, as the REFERENCE code lays them out.
 
 The layouts (key, shape, dtype, parameter/buffer, in ``state_dict()`` order) and the wrapper the authors' training
 script saves were recorded by running the reference model code (tests/fixtures/reference/declip_authors_pt_b16.json,

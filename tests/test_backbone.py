@@ -1,4 +1,4 @@
-"""Issue 3: DeCLIPViT against independent computations written here from the module's own weights."""
+"""DeCLIPViT against independent computations written here from the module's own weights."""
 import importlib.util
 import math
 from pathlib import Path
@@ -78,7 +78,7 @@ def ref_last_block_pieces(model):
 
 
 def ref_decoupled(model, x, mode, scale):
-    """Naive decoupled block: explicit softmax matrices, per METHOD.md section 1."""
+    """Naive decoupled block: explicit softmax matrices, per docs/method.md section 1."""
     pieces = ref_last_block_pieces(model)
     tokens = ref_tokens_before_last_block(model, x)
     xn = pieces['ln1'](tokens)

@@ -1,4 +1,4 @@
-"""Issue 10: CAT-Seg (CVPR'24) with a DeCLIP backbone: the aggregator, loss, fine-tuning rule, test protocol and
+"""CAT-Seg (CVPR'24) with a DeCLIP backbone: the aggregator, loss, fine-tuning rule, test protocol and
 detectron2's mIoU against tests/reference/catseg_ref.py (written from CAT-Seg @6d3a188 and detectron2 @02b5c4e
 without reading declip_mm); the configs through the Runner on tiny towers."""
 from pathlib import Path

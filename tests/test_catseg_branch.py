@@ -1,4 +1,4 @@
-"""Issue 10: our CAT-Seg against the authors' DeCLIP_CATSeg branch (@06262d4), through
+"""Our CAT-Seg against the authors' DeCLIP_CATSeg branch (@06262d4), through
 tests/reference/declip_catseg_ref.py (written from the branch, CAT-Seg @6d3a188 and DeCLIP main @2c0b3de before
 declip_mm's CAT-Seg code was read): a) the fine-tuning rule, lr and weight-decay groups; b) the EVA dense features
 and guidance maps; c) the B/16 and L/14-336 configs, prompts and text handling; d) the test protocol.

@@ -1,4 +1,4 @@
-"""Issue 16: the authors' CAT-Seg checkpoint (detectron2 keys) against our CATSeg, through fixtures recorded FROM THE
+"""The authors' CAT-Seg checkpoint (detectron2 keys) against our CATSeg, through fixtures recorded FROM THE
 REFERENCE CODE (tests/fixtures/reference/catseg_d2_state_dict_{b16,l14}.json: every non-CLIP key of the d2 model,
 its shape, dtype and kind, as ``state_dict()`` of CAT-Seg @6d3a188's ``Aggregator`` and the DeCLIP_CATSeg branch's
 ``upsample1/2`` gives them; catseg_aggregator_forward.pt: the reference aggregator's real shift mask and its outputs

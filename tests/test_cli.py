@@ -1,4 +1,4 @@
-"""Issue 12, items 2-3: the ``declip-mm`` command (in-process ``declip_mm.cli.main``) on tiny random towers and the
+"""The ``declip-mm`` command (in-process ``declip_mm.cli.main``) on tiny random towers and the
 sample photos: outputs, corrupt inputs skipped and counted, vocabulary errors, videos, features, detection."""
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""Issue 5: `make demo` (tools/demo.py) end to end: distils the tiny preset, segments the sample photos,
+"""`make demo` (tools/demo.py) end to end: distils the tiny preset, segments the sample photos,
 writes overlay pictures and IoU results, and says honestly that random tiny weights are near chance."""
 import json
 import os
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_demo_writes_overlays_and_ious(sample_root, tmp_path):
-    # the proof of mechanism (issue 11) has its own test, projects/proof_world/tests/test_proof_ablation.py
+    # the proof of mechanism (docs/proof.md) has its own test, projects/proof_world/tests/test_proof_ablation.py
     proc = subprocess.run([sys.executable, str(REPO / 'tools/demo.py'), '--out', str(tmp_path), '--skip-proof'],
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

@@ -1,4 +1,4 @@
-"""Issue 9: F-ViT on mmdet 3.x with a frozen DeCLIP backbone, on tiny towers and the sample COCO set; the head's
+"""F-ViT on mmdet 3.x with a frozen DeCLIP backbone, on tiny towers and the sample COCO set; the head's
 classification, loss and test-time fusion against tests/reference/fvit_ref.py (written from CLIPSelf's F-ViT
 @1c7fe9c without reading declip_mm); OV-COCO files and metric; DeCLIPViT + SimplePyramid in a stock mmdet config."""
 import copy
@@ -481,7 +481,7 @@ DETECTION_CONFIGS = sorted(p.name for p in (REPO / 'configs/detection').glob('fv
 
 @pytest.mark.parametrize('name', DETECTION_CONFIGS)
 def test_default_configs_report_the_last_epoch(name):
-    """Issue 16: no checkpoint selection on the evaluation set (val = test: save_best would pick the epoch on the
+    """No checkpoint selection on the evaluation set (val = test: save_best would pick the epoch on the
     test data), a checkpoint every epoch and the last one kept (CLIPSelf: checkpoint_config interval 1, no
     save_best; OV-COCO keeps every epoch, OV-LVIS max_keep_ckpts=1 + save_last)."""
     cfg = Config.fromfile(str(REPO / 'configs/detection' / name))

@@ -1,4 +1,4 @@
-"""Issue 4: distillation data on the real sample photos: views, grid regions, crops, unreadable images."""
+"""Distillation data on the real sample photos: views, grid regions, crops, unreadable images."""
 import json
 import logging
 import math

@@ -1,4 +1,4 @@
-"""Issue 4: every loss against a direct formula, written with explicit loops on small tensors."""
+"""Every distillation loss against a direct formula, written with explicit loops on small tensors."""
 import math
 
 import pytest

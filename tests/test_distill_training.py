@@ -1,4 +1,4 @@
-"""Issue 4: proof that distillation trains — loss terms fall, DDP on 2 CPU processes equals 1 process,
+"""Proof that distillation trains — loss terms fall, DDP on 2 CPU processes equals 1 process,
 a killed run resumed with --resume ends with the uninterrupted run's weights, the export loads."""
 import json
 import math

@@ -1,4 +1,4 @@
-"""Issue 5: training-free segmentation end to end on the sample VOC photos, metrics, background threshold,
+"""Training-free segmentation end to end on the sample VOC photos, metrics, background threshold,
 synonyms, region classification."""
 import json
 import math

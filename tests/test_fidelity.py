@@ -1,4 +1,4 @@
-"""Issue 8: declip_mm against independent re-implementations of the REFERENCE behaviour (tests/reference/,
+"""declip_mm against independent re-implementations of the REFERENCE behaviour (tests/reference/,
 written from the authors' files without reading declip_mm; each module cites file@commit):
 
 * training-free segmentation = the authors' DeCLIPSegmentation (DeCLIP zero-shot branch @3b65d49, ProxyCLIP

@@ -1,4 +1,4 @@
-"""Issue 2: compiled mmcv ops, registry reach from mmdet/mmseg configs, sample data, train/test/resume."""
+"""Compiled mmcv ops, registry reach from mmdet/mmseg configs, sample data, train/test/resume."""
 import json
 import os
 import subprocess

@@ -1,4 +1,4 @@
-"""Issue 12, item 3: users' inputs. Vocabulary parsing, the precision rule on fake CPU flag strings, every image
+"""Users' inputs. Vocabulary parsing, the precision rule on fake CPU flag strings, every image
 format (grayscale, RGBA, 16-bit, palette, CMYK, EXIF-rotated), corrupt files, input collection, video sampling,
 and the image-size rules."""
 import cv2

@@ -1,4 +1,4 @@
-"""Issue 16 (item 2): A-847 and PC-459 labels keep their 16-bit range through every loader and the d2 metric.
+"""A-847 and PC-459 labels keep their 16-bit range through every loader and the d2 metric.
 
 The label files are the reference's own output: CAT-Seg @6d3a188's ``datasets/prepare_ade20k_full.py``,
 ``prepare_pascal_context_459.py`` and ``prepare_ade20k_150.py``, run unmodified on tiny synthetic inputs

@@ -1,4 +1,4 @@
-"""Issue 16 item 3: OV-LVIS / OV-COCO class names and class-embedding files.
+"""OV-LVIS / OV-COCO class names and class-embedding files.
 
 The truth for LVIS is the official annotation files' categories, recorded in
 tests/fixtures/reference/lvis_v1_categories.json from detectron2's lvis_v1_categories.py (generated from the

@@ -1,4 +1,4 @@
-"""Issue 16 item 7: the dense mode of region classification.
+"""The dense mode of region classification.
 
 The authors' zero_shot.py (DeCLIP main @2c0b3de, lines 18-32 and 80-90) pools boxes and masks from the map of
 ``--mode`` (``qq_vfm_distill`` -> 'qq' in both scripts and by default), at attention scale 1. So a checkpoint that does

@@ -1,4 +1,4 @@
-"""Issue 4: frozen teachers — DINOv2/DINO from official-format files, Stable Diffusion self-attention."""
+"""Frozen teachers — DINOv2/DINO from official-format files, Stable Diffusion self-attention."""
 import pytest
 import torch
 

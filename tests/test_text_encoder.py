@@ -1,4 +1,4 @@
-"""Issue 3: class-name text embeddings (templates, synonyms, batching, cache)."""
+"""Class-name text embeddings (templates, synonyms, batching, cache)."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,10 +1,10 @@
-"""Issue 12 item 4: the local web page (declip_mm/apis/web_app.py). The JSON endpoint over plain HTTP (urllib, the
+"""The local web page (declip_mm/apis/web_app.py). The JSON endpoint over plain HTTP (urllib, the
 good request against the segmenter called directly, every bad request a JSON error and the server still up), and
 the page itself in headless Chromium: ``/?example=1`` segments the example photo; the screenshot must show the
 page and, at the overlay's on-screen box, the overlay's pixels; the DOM must hold the area table of the
 vocabulary. Loopback traffic only (the server binds 127.0.0.1; Chromium's other traffic goes to a dead proxy).
 
-Issue 18 (items 2 and 5): each attack over HTTP against a server on 127.0.0.1, bounded in count and time: a
+Attacks and limits: each attack over HTTP against a server on 127.0.0.1, bounded in count and time: a
 decompression-bomb PNG (413 from its header, the decoder never called; in the real server process the peak memory
 does not move), concurrent uploads (decoded one at a time), a foreign Host (403), cross-origin and text/plain POSTs
 (403 / 415, never segmented), stalled and trickling uploads (dropped within the timeouts while others are served),
@@ -262,7 +262,7 @@ def test_command_line_checks(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------ issue 18: attacks, limits, random weights
+# ------------------------------------------------------------------ attacks, limits, random weights
 class FakeResult:
     class_names, background = ['cat'], None
 

@@ -1,4 +1,4 @@
-"""Issue 12 item 5: the training-free segmentor's sliding windows go through the backbone in batches bounded by a
+"""The training-free segmentor's sliding windows go through the backbone in batches bounded by a
 memory budget, with the results of the one-window-at-a-time path (stock mmseg ``EncoderDecoder.slide_inference``
 and the authors' DeCLIPSegmentation re-implemented in tests/reference/), on the real sample photos at sizes with
 edge windows (the last window shifted back) and windows smaller than the crop and than a patch multiple."""

@@ -1,6 +1,6 @@
 """`make demo`: the package's main job on an embedded default.
 
-First, the proof of mechanism (issue 11, docs/proof.md; ``--skip-proof`` skips it): a procedural world with
+First, the proof of mechanism (docs/proof.md; ``--skip-proof`` skips it): a procedural world with
 known labels, a tiny CLIP and a label-free VFM pretrained on it, every DeCLIP ablation variant distilled through
 projects/proof_world/configs/ and evaluated on held-out scenes: the table, plots of the losses and of mIoU, and overlays
 (vanilla CLIP | DeCLIP | label). The first run trains everything (minutes on 2 cores); later runs read the cache.

@@ -1,5 +1,5 @@
 # OpenAI ViT-L/14-336 student: DINOv2-L/14-reg teacher (same 32 x 32 grid at 448 px), 336 px crops, ensemble
-# alpha 0.95 (METHOD.md section 4). The papers give the input size for B/16 only (560); 448 keeps the grid
+# alpha 0.95 (as the authors' L/14 script). The papers give the input size for B/16 only (560); 448 keeps the grid
 # close to B/16's 35 x 35.
 _base_ = ['./declip_eva02-b16_dinov2-b14reg_sd15_coco-560_6e.py']
 model = dict(

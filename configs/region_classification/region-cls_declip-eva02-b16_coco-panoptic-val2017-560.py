@@ -1,4 +1,4 @@
-# Open-vocabulary region classification on COCO panoptic val2017 (133 classes; METHOD.md section 5), the protocol
+# Open-vocabulary region classification on COCO panoptic val2017 (133 classes; docs/evaluation.md), the protocol
 # of the authors' zero_shot.py (DeCLIP main @2c0b3de; docs/evaluation.md has the table): the image's longest
 # side resized to 560 (PIL bicubic) and padded right/bottom with black; every segment of segments_info (crowd
 # included, the first 100, boxes of w*h < 64 skipped); thing boxes from the annotation, stuff boxes from the

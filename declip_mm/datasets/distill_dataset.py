@@ -1,4 +1,4 @@
-"""Distillation data (METHOD.md sections 3-4): per image, the student view, the teacher views, a random grid of
+"""Distillation data (docs/method.md section 4): per image, the student view, the teacher views, a random grid of
 regions and the CLIP teacher's crops of those regions.
 
 Per sample (uint8 tensors; normalisation happens on the device, in ``DistillDataPreprocessor``):

@@ -1,4 +1,4 @@
-"""Open-vocabulary detection data conventions (DOWNSTREAM.md Part 3): the OV-COCO split (Bansal et al. 2018, as
+"""Open-vocabulary detection data conventions (docs/detection.md): the OV-COCO split (Bansal et al. 2018, as
 packaged by OVR-CNN and used by CLIPSelf's F-ViT: 48 base / 17 novel = 65 classes), its annotation files, and
 class lists for the class-embedding tool.
 
@@ -122,7 +122,7 @@ def build_ov_coco(instances: Dict, split: str) -> Dict:
 
 
 def build_ov_lvis(train: Dict) -> Dict:
-    """OV-LVIS training annotations from ``lvis_v1_train.json`` (DOWNSTREAM.md 3.2; CLIPSelf's
+    """OV-LVIS training annotations from ``lvis_v1_train.json`` (rare = novel, common + frequent = base; CLIPSelf's
     ``lvis_v1_train_seen_1203_cat.json`` / Detic's ``lvis_v1_train_norare.json``): every annotation of a rare
     ('r') category removed, all 1203 categories kept, each with ``image_count`` / ``instance_count`` recounted on
     what is left (0 exactly for the rare ones: F-ViT's class weights). Images are all kept (mmdet drops the ones

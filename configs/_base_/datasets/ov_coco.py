@@ -1,4 +1,4 @@
-# OV-COCO (DOWNSTREAM.md 3.1; CLIPSelf F-ViT): 65 classes = 48 base + 17 novel, in COCO-id order (= label order).
+# OV-COCO (Bansal et al. 2018, as CLIPSelf F-ViT): 65 classes = 48 base + 17 novel, in COCO-id order (= label order).
 # Training: zero-shot/instances_train2017_seen_2_65_cat.json (65 categories listed, base annotations only); evaluation:
 # zero-shot/instances_val2017_all_2.json with OVCocoMetric (coco/novel_ap50, base_ap50, all_ap50). Build both with
 # tools/dataset_converters/ov_coco.py from COCO's instances_{train,val}2017.json (docs/detection.md).

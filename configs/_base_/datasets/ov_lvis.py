@@ -1,4 +1,4 @@
-# OV-LVIS (DOWNSTREAM.md 3.2; CLIPSelf F-ViT): LVIS v1, 1203 classes; the 337 rare classes are novel (their training
+# OV-LVIS (as CLIPSelf F-ViT; docs/detection.md): LVIS v1, 1203 classes; the 337 rare classes are novel (their training
 # annotations removed), the 866 common + frequent are base. Training: annotations/lvis_v1_train_base.json and the class
 # weights from annotations/lvis_v1_train_cat_norare_info.json (tools/dataset_converters/ov_lvis.py); evaluation:
 # lvis_v1_val.json with the official lvis API (mmdet's LVISMetric as OVLVISMetric, which runs with numpy 2; mask APr is

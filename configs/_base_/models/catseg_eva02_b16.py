@@ -1,4 +1,4 @@
-# CAT-Seg (CVPR'24; DOWNSTREAM.md Part 2) with a DeCLIP EVA02-B/16 (DeCLIP_CATSeg's eva_vitb_384.yaml): CLIP at 384 px
+# CAT-Seg (CVPR'24; docs/catseg.md) with a DeCLIP EVA02-B/16 (DeCLIP_CATSeg's eva_vitb_384.yaml): CLIP at 384 px
 # (24 x 24 tokens), dense features from the decoupled last block ('csa', no 1/sqrt(d), as the DeCLIP_CATSeg branch),
 # guidance from blocks 3 and 7, the EVA02-CLIP text tower with one prompt, the CVPR'24 aggregator (2 layers, 4 heads,
 # 128-d, window 12, 256 class slots), pooling 2 x 2 in training and 1 x 1 at test, CLIP mean/std.

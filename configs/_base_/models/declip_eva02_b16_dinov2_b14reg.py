@@ -1,7 +1,7 @@
 # The journal DeCLIP setting for EVA02-CLIP-B/16: csa, DINOv2-B/14 with registers, SD-completed KL context
 # loss (lambda 0.25), weighted content pooling, region correlation (0.05), ensemble alpha 0.7.
 # Weights are read from local files; see docs/distillation.md for what to download and where to put it.
-# Attention scale: the journal's code is not public; its equations (and METHOD.md) use softmax(q q^T / sqrt(d)),
+# Attention scale: the journal's code is not public; its equations use softmax(q q^T / sqrt(d)) (docs/method.md),
 # and the authors' training-free segmentation runs every checkpoint at 1/sqrt(d), so the journal setting
 # distils with '1/sqrt(d)' (train = test). The CVPR config uses 1.0, as the authors' distillation code does.
 model = dict(

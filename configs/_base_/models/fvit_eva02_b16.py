@@ -1,5 +1,5 @@
-# F-ViT (CLIPSelf F-ViT/configs/ov_coco/fvit_vitb16_upsample_fpn_bs64_3e_ovcoco_eva_original.py @1c7fe9c; DOWNSTREAM.md
-# 1.2-1.5) with a frozen DeCLIP EVA02-B/16: taps after blocks 3, 5, 7 and the decoupled last block ('csa', no 1/sqrt(d):
+# F-ViT (CLIPSelf F-ViT/configs/ov_coco/fvit_vitb16_upsample_fpn_bs64_3e_ovcoco_eva_original.py @1c7fe9c;
+# docs/detection.md) with a frozen DeCLIP EVA02-B/16: taps after blocks 3, 5, 7 and the decoupled last block (csa, s=1:
 # the authors' released checkpoints; DeCLIP issue #10's recipe feeds that output to pyramid level 4), simple pyramid,
 # FPN, RPN, the text-embedding RoI head fused with CLIP region scores at test. The dataset config sets the classes,
 # the class-embedding file and the fusion settings.

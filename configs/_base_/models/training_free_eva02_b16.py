@@ -1,4 +1,4 @@
-# Training-free open-vocabulary segmentation with a DeCLIP EVA02-B/16 (METHOD.md section 5), the protocol of the
+# Training-free open-vocabulary segmentation with a DeCLIP EVA02-B/16 (docs/evaluation.md), the protocol of the
 # authors' DeCLIPSegmentation (DeCLIP zero-shot branch @3b65d49; docs/evaluation.md has the table). The DeCLIP
 # weights are given on the command line: tools/test.py CONFIG declip_backbone.pth (or the authors' .pt). Dense
 # features: the decoupled block in 'csa' mode (model.mode), as every one of the authors' configs, whatever mode the

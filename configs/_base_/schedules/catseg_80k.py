@@ -1,4 +1,4 @@
-# CAT-Seg's solver (configs/config.yaml + vitb_384.yaml; DOWNSTREAM.md 2.11): AdamW 2e-4, weight decay 1e-4 (0 on norm
+# CAT-Seg's solver (configs/config.yaml + vitb_384.yaml; docs/catseg.md): AdamW 2e-4, weight decay 1e-4 (0 on norm
 # layers), the CLIP towers at lr x 0.01, cosine from 2e-4 to 0 over 80k iterations without warm-up, batch 4 (4 GPUs x 1),
 # full-model gradient clipping at L2 norm 0.01, fp32.
 optim_wrapper = dict(

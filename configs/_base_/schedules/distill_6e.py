@@ -1,4 +1,4 @@
-# METHOD.md section 4: AdamW 1e-5, wd 0.1 (none on 1-D parameters), 6 epochs, total batch 16, mixed precision.
+# docs/method.md section 5: AdamW 1e-5, wd 0.1 (none on 1-D parameters), 6 epochs, total batch 16, mixed precision.
 # Schedule = the authors' `cosine_lr` (open_clip): linear warm-up over the first 1000 iterations
 # (lr = base * (s + 1) / 1000), then cosine from base to 0 over the remaining iterations (WarmupCosineLR).
 # AdamW betas / eps: (0.9, 0.999) / 1e-8 for EVA students; OpenAI-CLIP ('vit') students override them with

@@ -1,4 +1,4 @@
-# F-ViT OV-COCO schedule (CLIPSelf configs, DOWNSTREAM.md 1.9): AdamW 1e-4, wd 0.1 on every parameter (the learned
+# F-ViT OV-COCO schedule (CLIPSelf configs; docs/detection.md): AdamW 1e-4, wd 0.1 on every parameter (the learned
 # temperature too), grad clip 1.0, fp16 with a static loss scale of 512, warm-up 250 iterations from 0.001x, no decay
 # within the 3 epochs (step at epoch 100: "do not decrease lr to avoid overfitting to base"), batch 64 = 8 x 8 with
 # the lr scaled linearly to the real batch; evaluated every epoch (the best is usually epoch 2).

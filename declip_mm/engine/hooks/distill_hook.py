@@ -2,7 +2,7 @@
 
 * teachers: placed on the runner's device in their configured dtype and kept in eval mode;
 * data: tells the dataset the epoch (its grid draws depend on it) and reports skipped unreadable images;
-* weight-space ensemble: alpha * student + (1 - alpha) * original weights (METHOD.md section 4), used for
+* weight-space ensemble: alpha * student + (1 - alpha) * original weights (docs/method.md section 5), used for
   validation/testing (the raw student is restored afterwards, and is what training checkpoints hold) and
   for the exported backbone;
 * export: ``<work_dir>/declip_backbone_epoch_<E>.pth`` every ``export_interval`` epochs and

@@ -1,4 +1,4 @@
-"""DeCLIPViT: an open_clip image tower whose last block is decoupled (METHOD.md section 1).
+"""DeCLIPViT: an open_clip image tower whose last block is decoupled (docs/method.md section 1).
 
 All blocks but the last run unchanged; the last one runs in one of five modes:
 
@@ -78,7 +78,7 @@ class DeCLIPViT(BaseModule):
             segmentation with 1/sqrt(d).
         out_indices: blocks whose outputs ``forward`` returns as (B, C, H, W) maps before the dense map;
             the last block's index gives that block's output in the chosen mode.
-        trainable: 'blocks' (METHOD section 4: every transformer block, minus the last block's unused
+        trainable: 'blocks' (the distillation recipe: every transformer block, minus the last block's unused
             LN2/MLP and the unused q or k projection), 'all', or 'none': frozen, as F-ViT uses CLIP: no
             parameter trains, the tower stays in eval mode whatever ``train()`` says, and ``forward`` runs under
             ``no_grad`` (its outputs carry no graph).

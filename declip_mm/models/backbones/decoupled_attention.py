@@ -1,4 +1,4 @@
-"""DeCLIP's decoupled last attention block (METHOD.md section 1), in one place.
+"""DeCLIP's decoupled last attention block (docs/method.md section 1), in one place.
 
 Given the last block's input tokens x (B, N, C):
 

@@ -1,4 +1,4 @@
-"""Open-vocabulary region classification (METHOD.md section 5), as the authors' ``zero_shot.py`` (DeCLIP main
+"""Open-vocabulary region classification (docs/evaluation.md), as the authors' ``zero_shot.py`` (DeCLIP main
 @2c0b3de, ``src/open_clip/eva_clip/eva_vit_model.py`` ``extract_roi_features`` / ``mask_pool``): regions pooled
 from the raw (un-normalised) dense map, L2-normalised, classified against class-name text embeddings.
 

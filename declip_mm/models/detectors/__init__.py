@@ -1,4 +1,4 @@
-"""Open-vocabulary detectors: F-ViT and its heads (DOWNSTREAM.md Part 1)."""
+"""Open-vocabulary detectors: F-ViT and its heads (CLIPSelf's F-ViT on mmdet 3.x; docs/detection.md)."""
 from .fvit import FViT
 from .fvit_heads import FeatureMaps, FViTBBoxHead, FViTRoIHead, TextEmbeddingClassifier
 from .rpn_head import NormRPNHead

@@ -7,7 +7,7 @@
 The loss weights live in the loss modules' ``loss_weight``. Teachers are NOT submodules: they hold no
 trainable state, are rebuilt from their weights at construction, stay out of checkpoints and out of DDP,
 and ``DeCLIPDistillHook`` places them (device, dtype, eval mode). The CLIP teacher is a frozen copy of the
-student as constructed, i.e. of the original weights (METHOD.md section 2); it also provides the
+student as constructed, i.e. of the original weights (docs/method.md section 2); it also provides the
 original weights of the weight-space ensemble.
 """
 import copy

@@ -1,4 +1,4 @@
-"""Losses, one concept per module: DeCLIP distillation (METHOD.md section 3), F-ViT classification."""
+"""Losses, one concept per module: DeCLIP distillation (docs/method.md section 3), F-ViT classification."""
 from .content_loss import ContentDistillLoss, RegionCorrelationLoss, weighted_pool
 from .context_loss import ContextDistillLoss, complete_with_diffusion, cosine_matrix, student_affinity
 from .ov_cross_entropy import OVCrossEntropyLoss

@@ -1,5 +1,5 @@
 """Content (local discriminability) distillation: student region features -> the CLIP teacher's crop
-embeddings (METHOD.md section 3). Shapes: K regions, M = N*N RoIAlign cells, D joint dimension.
+embeddings (docs/method.md section 3). Shapes: K regions, M = N*N RoIAlign cells, D joint dimension.
 """
 from typing import Sequence
 

@@ -1,4 +1,4 @@
-"""Context (spatial consistency) distillation: student token affinities -> the VFM's (METHOD.md section 3).
+"""Context (spatial consistency) distillation: student token affinities -> the VFM's (docs/method.md section 3).
 
 S_clip is the cosine-similarity matrix of the student's context tokens (for 'csa' the mean of the q and k
 matrices), S_target that of the VFM tokens, optionally completed by diffusion self-attention

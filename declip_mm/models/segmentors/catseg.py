@@ -1,4 +1,4 @@
-"""CAT-Seg (CVPR'24) with a DeCLIP image tower, as an mmseg segmentor (DOWNSTREAM.md Part 2; the DeCLIP_CATSeg
+"""CAT-Seg (CVPR'24) with a DeCLIP image tower, as an mmseg segmentor (docs/catseg.md; the DeCLIP_CATSeg
 branch @06262d4 for the EVA specifics, CAT-Seg @6d3a188 for the rest).
 
     image (CLIP-normalised, at the CLIP resolution) -> DeCLIPViT ('csa', attention scale 1): dense map (res3) and the

@@ -1,5 +1,5 @@
 """CAT-Seg's cost aggregation (CVPR'24; cvlab-kaist/CAT-Seg @6d3a188 ``cat_seg/modeling/transformer/model.py``;
-DOWNSTREAM.md 2.4-2.9), the CVPR'24 design (not the 2023 one of mmseg's ``projects/CAT-Seg``).
+docs/catseg.md), the CVPR'24 design (not the 2023 one of mmseg's ``projects/CAT-Seg``).
 
     cost  C = cos(dense CLIP features, class text embeddings)            (B, P, T, h, w)
     embed Conv7x7(P -> 128) per class                                   (B, 128, T, h, w)

@@ -1,4 +1,4 @@
-"""CAT-Seg's test protocol (CVPR'24 ``CATSeg.inference_sliding_window``; DOWNSTREAM.md 2.12), independent of the model:
+"""CAT-Seg's test protocol (CVPR'24 ``CATSeg.inference_sliding_window``; docs/catseg.md), independent of the model:
 
 1. the image (shorter side already 640 by the data pipeline) is resized to ``out_res`` x ``out_res`` (bilinear);
 2. four ``kernel`` x ``kernel`` windows at stride ``int(kernel * (1 - overlap))`` (0 and 256 per axis) plus the

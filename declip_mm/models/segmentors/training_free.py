@@ -1,4 +1,4 @@
-"""Training-free open-vocabulary semantic segmentation with a DeCLIP (or any CLIP) image tower (METHOD.md §5),
+"""Training-free open-vocabulary semantic segmentation with a DeCLIP (or any CLIP) image tower (docs/evaluation.md),
 following the authors' ``DeCLIPSegmentation`` (DeCLIP zero-shot branch, built on ProxyCLIP):
 
 1. every synonym of every class is its own text query (S queries for K classes);

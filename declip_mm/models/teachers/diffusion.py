@@ -1,4 +1,4 @@
-"""Stable Diffusion self-attention teacher (journal DeCLIP, METHOD.md section 2).
+"""Stable Diffusion self-attention teacher (journal DeCLIP, docs/method.md section 2).
 
 One noised UNet pass with an empty prompt; the self-attention probabilities of chosen layers are captured
 through diffusers attention processors, averaged over heads, resized to the student token grid (query and

@@ -4,7 +4,7 @@ with timm, frozen.
 Weights are read from the official files by local path (the torch-hub ``dinov2_vitb14_reg4_pretrain.pth``,
 ``dino_vitbase16_pretrain.pth``, SAM's ``sam_vit_b_01ec64.pth``, ...) and mapped with timm's own
 ``checkpoint_filter_fn``; missing and unexpected keys are always reported. The teacher returns the last
-layer's patch tokens after the final norm, CLS and register tokens dropped (METHOD.md section 2); for SAM,
+layer's patch tokens after the final norm, CLS and register tokens dropped (docs/method.md section 2); for SAM,
 the image encoder's neck output (256 channels). Its input is ImageNet-normalised, at the student's token
 grid times the teacher's patch size.
 """

@@ -1,4 +1,4 @@
-"""The proof-of-mechanism ablation (issue 11, docs/proof.md): distil the world's tiny CLIP with each DeCLIP
+"""The proof-of-mechanism ablation (docs/proof.md): distil the world's tiny CLIP with each DeCLIP
 variant through the real configs and Runner, and measure its dense features on held-out scenes.
 
 Variants (``VARIANTS``), all from the same pretrained CLIP, same seeds, same held-out scenes:

@@ -1,4 +1,4 @@
-"""Issue 11, the ablation reduced: a small world, a briefly pretrained CLIP and VFM (projects/proof_world/proof_world/pretrain.py),
+"""The proof ablation reduced: a small world, a briefly pretrained CLIP and VFM (projects/proof_world/proof_world/pretrain.py),
 DeCLIP + RCC distilled through projects/proof_world/configs/ and mmengine's Runner, evaluated on held-out scenes."""
 import numpy as np
 import pytest

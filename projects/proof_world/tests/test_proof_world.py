@@ -1,4 +1,4 @@
-"""The proof world (issue 11): scenes, the written world, its mmseg dataset, the tiny CLIP, the label-free teacher."""
+"""The proof world: scenes, the written world, its mmseg dataset, the tiny CLIP, the label-free teacher."""
 import json
 import re
 

@@ -1,4 +1,4 @@
-"""Pretrain the proof world's tiny CLIP (issue 11; projects/proof_world/proof_world/pretrain.py), writing the world first if needed.
+"""Pretrain the proof world's tiny CLIP (projects/proof_world/proof_world/pretrain.py), writing the world first if needed.
 
     python projects/proof_world/tools/pretrain_clip.py                          # world and weights in ~/.cache/declip-mm/proof
     python projects/proof_world/tools/pretrain_clip.py --steps 800 --out clip.pt

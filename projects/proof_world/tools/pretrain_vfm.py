@@ -1,4 +1,4 @@
-"""Pretrain the proof world's label-free context teacher (issue 11; projects/proof_world/proof_world/vfm_pretrain.py), writing
+"""Pretrain the proof world's label-free context teacher (projects/proof_world/proof_world/vfm_pretrain.py), writing
 the world first if needed.
 
     python projects/proof_world/tools/pretrain_vfm.py                           # world and weights in ~/.cache/declip-mm/proof

@@ -1,4 +1,4 @@
-"""The proof-of-mechanism ablation (issue 11, docs/proof.md): world -> pretrained CLIP and VFM -> every variant
+"""The proof-of-mechanism ablation (docs/proof.md): world -> pretrained CLIP and VFM -> every variant
 distilled through projects/proof_world/configs/ and mmengine's Runner -> held-out mIoU and region accuracy, table, plots,
 overlays. Everything is cached (world, towers, distilled backbones, evaluations): a second run trains nothing.
 

@@ -1,4 +1,4 @@
-# CAT-Seg's six test benchmarks (DOWNSTREAM.md 2.12), in the d2 layouts CAT-Seg's datasets/prepare_*.py write (run
+# CAT-Seg's six test benchmarks (docs/catseg.md), in the d2 layouts CAT-Seg's datasets/prepare_*.py write (run
 # them once; docs/catseg.md): the image's shorter side resized to 640 (max 2560, as the test mapper), the label at its
 # original size; detectron2's mIoU (D2IoUMetric). Each leaf config picks one with its vocabulary, e.g.
 #   test_dataloader = dict(dataset=benchmarks['ade150']); test_evaluator = evaluators['ade150']

@@ -1,4 +1,4 @@
-# Shared by the 8 training-free benchmarks (METHOD.md section 5): validation images resized to short side 448
+# Shared by the 8 training-free benchmarks (docs/evaluation.md): validation images resized to short side 448
 # with mmseg Resize scale=(4096, 448), keep_ratio, as the authors' configs/cfg_*.py (DeCLIP zero-shot branch
 # @3b65d49); Cityscapes overrides it with (4096, 560), COCO-Object with (2048, 448). Labels stay at the original
 # size (loaded after the resize); predictions are resized back to it. mmseg IoUMetric.

@@ -1,4 +1,4 @@
-# DeCLIP distillation in the proof world (issue 11, docs/proof.md): the tiny CLIP pretrained on the world's
+# DeCLIP distillation in the proof world (docs/proof.md): the tiny CLIP pretrained on the world's
 # image-caption pairs is the student (and, frozen, the CLIP teacher); the tiny self-supervised ViT pretrained
 # on the world's images (labels and captions unseen) is the VFM teacher. No diffusion teacher.
 #

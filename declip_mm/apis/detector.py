@@ -68,14 +68,21 @@ class OpenVocabDetector:
     """F-ViT detection with a user vocabulary (module doc).
 
     Args:
-        config: an F-ViT config (``configs/detection/``), path or mmengine Config.
-        checkpoint: the trained detector (a whole-model checkpoint of that config); None = the config's weights
-            (its backbone file, a randomly initialised head: tests).
-        text_weights: the ORIGINAL CLIP weights of the backbone's open_clip model (tag or file); None = random.
-        backbone: override the config's ``model.backbone.pretrained`` (e.g. None-random for tests: pass '').
-        device / precision: as :class:`OpenVocabSegmenter`; reduced precision runs the ViT, the heads run fp32.
-        score_thr: keep detections scoring at least this (None = the config's ``test_cfg.rcnn.score_thr``).
-        base_classes: the classes the detector was trained on (None = the config's classes of weight > 0).
+        config (str | mmengine.Config): an F-ViT config (``configs/detection/``), path or mmengine Config.
+        checkpoint (str, optional): the trained detector (a whole-model checkpoint of that config); None = the
+            config's weights (its backbone file, a randomly initialised head: tests). Defaults to None.
+        text_weights (str, optional): the ORIGINAL CLIP weights of the backbone's open_clip model (tag or file);
+            None = random. Defaults to None.
+        backbone (str, optional): override the config's ``model.backbone.pretrained`` ('' = random init, for
+            tests); None keeps the config's. Defaults to None.
+        device (str | torch.device): as :class:`OpenVocabSegmenter`. Defaults to 'cpu'.
+        precision (str): as :class:`OpenVocabSegmenter`; reduced precision runs the ViT, the heads run fp32.
+            Defaults to 'auto'.
+        score_thr (float, optional): keep detections scoring at least this (None = the config's
+            ``test_cfg.rcnn.score_thr``). Defaults to None.
+        base_classes (Sequence[str], optional): the classes the detector was trained on (None = the config's
+            classes of weight > 0). Defaults to None.
+        max_aspect (float): images more elongated than this are refused. Defaults to 64.0.
     """
 
     def __init__(self, config, checkpoint: Optional[str] = None, text_weights: Optional[str] = None,

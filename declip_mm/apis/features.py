@@ -51,12 +51,17 @@ class DenseFeatureExtractor:
     """DeCLIP dense features for users (module doc).
 
     Args:
-        model_name / backbone / device / precision: as :class:`OpenVocabSegmenter` (``backbone`` None = random).
-        mode: the last block's mode ('csa', 'qq', 'kk', 'vanilla', 'maskclip'); None = the checkpoint's, or 'csa'.
-        attn_scale: None = the checkpoint's (or 1/sqrt(d)), a number or '1/sqrt(d)'.
-        long_side: network input's longest side in pixels (rounded up to the patch size).
-        batch_size: frames per forward in :meth:`video`.
-        max_aspect: images more elongated than this are refused.
+        model_name (str): as :class:`OpenVocabSegmenter`. Defaults to 'DeCLIP-Tiny-ViT-16'.
+        backbone (str, optional): as :class:`OpenVocabSegmenter`; None = random init. Defaults to None.
+        device (str | torch.device): as :class:`OpenVocabSegmenter`. Defaults to 'cpu'.
+        precision (str): as :class:`OpenVocabSegmenter`. Defaults to 'auto'.
+        mode (str, optional): the last block's mode ('csa', 'qq', 'kk', 'vanilla', 'maskclip'); None = the
+            checkpoint's, or 'csa'. Defaults to None.
+        attn_scale (float | str, optional): None = the checkpoint's (or 1/sqrt(d)), a number or '1/sqrt(d)'.
+            Defaults to None.
+        long_side (int): network input's longest side in pixels (rounded up to the patch size). Defaults to 448.
+        batch_size (int): frames per forward in :meth:`video`. Defaults to 8.
+        max_aspect (float): images more elongated than this are refused. Defaults to 64.0.
     """
 
     def __init__(self, model_name: str = 'DeCLIP-Tiny-ViT-16', backbone: Optional[str] = None, device='cpu',

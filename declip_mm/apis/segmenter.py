@@ -86,21 +86,30 @@ class OpenVocabSegmenter:
     """Training-free open-vocabulary segmentation for users (module doc).
 
     Args:
-        model_name: the open_clip model of the weights ('EVA02-B-16', 'ViT-B-16', ...; 'DeCLIP-Tiny-ViT-16' is a
-            tiny random test preset).
-        backbone: the DeCLIP image tower: a DeCLIPViT checkpoint (its mode and scale are restored, but the
-            segmentation protocol's ``mode`` and ``attn_scale`` below win), a CLIP weights file or an open_clip
-            tag; None = random init (tests).
-        text_weights: the ORIGINAL CLIP weights for the text tower (tag or file); None = random init (tests).
-        device: 'cpu', 'cuda', 'cuda:1', ...
-        precision: 'auto' (reduced precision only where it is fast: ``precision.py``), 'fp32', 'bf16', 'fp16'.
-        mode / attn_scale: the dense features (the authors' protocol: 'csa' at 1/sqrt(d)).
-        logit_scale: scale of the cosine logits (40, the benchmarks' except VOC21's 80).
-        bg_thresh: with a named background, pixels whose best class probability is below it are background
-            (0.2, COCO-Object's protocol); without one there is no threshold.
-        window / stride: sliding window and stride in network pixels (336 / 112); window 0 = the whole image.
-        short_side / max_long_side / min_short_side / max_aspect / max_output_pixels: ``image_size.py``.
-        templates: the text prompts ('imagenet80').
+        model_name (str): the open_clip model of the weights ('EVA02-B-16', 'ViT-B-16', ...; 'DeCLIP-Tiny-ViT-16' is
+            a tiny random test preset). Defaults to 'DeCLIP-Tiny-ViT-16'.
+        backbone (str, optional): the DeCLIP image tower: a DeCLIPViT checkpoint (its mode and scale are restored,
+            but the segmentation protocol's ``mode`` and ``attn_scale`` below win), a CLIP weights file or an
+            open_clip tag; None = random init (tests). Defaults to None.
+        text_weights (str, optional): the ORIGINAL CLIP weights for the text tower (tag or file); None = random
+            init (tests). Defaults to None.
+        device (str | torch.device): 'cpu', 'cuda', 'cuda:1', ... Defaults to 'cpu'.
+        precision (str): 'auto' (reduced precision only where it is fast: ``precision.py``), 'fp32', 'bf16',
+            'fp16'. Defaults to 'auto'.
+        mode (str): the dense features' mode (the authors' protocol: 'csa'). Defaults to 'csa'.
+        attn_scale (float | str): the attention scale (the authors' protocol: '1/sqrt(d)').
+            Defaults to '1/sqrt(d)'.
+        logit_scale (float): scale of the cosine logits (40, the benchmarks' except VOC21's 80). Defaults to 40.0.
+        bg_thresh (float): with a named background, pixels whose best class probability is below it are
+            background (0.2, COCO-Object's protocol); without one there is no threshold. Defaults to 0.2.
+        window (int): sliding-window side in network pixels; 0 = the whole image. Defaults to 336.
+        stride (int): sliding-window stride in network pixels. Defaults to 112.
+        short_side (int): the network input's short side (``image_size.py``). Defaults to 448.
+        max_long_side (int): the network input's longest side at most. Defaults to 4096.
+        min_short_side (int): the short side of very elongated images at least. Defaults to 224.
+        max_aspect (float): images more elongated than this are refused. Defaults to 64.0.
+        max_output_pixels (int): outputs larger than this are downscaled (0 = never). Defaults to 4_000_000.
+        templates (str | Sequence[str]): the text prompts. Defaults to 'imagenet80'.
         **segmentor_kwargs: more ``TrainingFreeSegmentor`` arguments (e.g. ``test_cfg``).
     """
 

@@ -65,13 +65,21 @@ def d2_areas(pred, label, num_classes: int, ignore_index: int, path: str = '<sam
 @METRICS.register_module()
 class D2IoUMetric(IoUMetric):
     """mmseg ``IoUMetric`` with detectron2's averaging (module doc); keys ``d2/mIoU``, ``d2/fwIoU``, ``d2/mACC``,
-    ``d2/pACC``."""
+    ``d2/pACC``.
+
+    Args:
+        background_from (int, optional): PAS-20b (CAT-Seg's ``VOCbEvaluator``): predicted indices >= it become it
+            (the 20 VOC classes + the Context distractors of ``voc20b`` -> 21 classes, background 20). None: no
+            mapping. Defaults to None.
+        **kwargs: mmseg ``IoUMetric`` arguments: ``ignore_index`` (int, default 255; 65535 for A-847, 459 for
+            PC-459), ``output_dir`` (str, optional: where predictions are saved as PNGs), ``format_only``,
+            ``collect_device``, ``prefix``.
+    """
 
     default_prefix = 'd2'
 
     def __init__(self, background_from: Optional[int] = None, **kwargs):
-        """background_from: PAS-20b (CAT-Seg's ``VOCbEvaluator``): predicted indices >= it become it (the 20 VOC
-        classes + the Context distractors of ``voc20b`` -> 21 classes, background 20)."""
+        """See the class docstring."""
         super().__init__(**kwargs)
         self.background_from = background_from
 

@@ -24,7 +24,13 @@ def numpy_float_alias():
 
 @METRICS.register_module()
 class OVLVISMetric(LVISMetric):
-    """``LVISMetric`` (box / mask AP, APr / APc / APf with the lvis API) that runs with numpy 2 (module doc)."""
+    """``LVISMetric`` (box / mask AP, APr / APc / APf with the lvis API) that runs with numpy 2 (module doc).
+
+    Args:
+        **kwargs: mmdet ``LVISMetric`` arguments, unchanged: ``ann_file`` (str, the LVIS v1 val json), ``metric``
+            (str | list[str], 'bbox' and / or 'segm'; OV-LVIS reports mask APr), ``proposal_nums``,
+            ``format_only``, ``outfile_prefix``, ``collect_device``, ``prefix``.
+    """
 
     def compute_metrics(self, results: list) -> dict:
         with numpy_float_alias():

@@ -18,6 +18,17 @@ from ..registry import METRICS
 
 @METRICS.register_module()
 class RegionClassificationMetric(BaseMetric):
+    """Mean per-class top-k region accuracy (module doc), for thing, stuff and all classes: keys
+    ``region/thing_top1``, ``region/stuff_top1``, ``region/all_top1``, ... and ``region/num_regions``.
+
+    Each data sample holds ``gt_labels``, ``is_thing`` and ``pred_topk`` (the ranked classes per region), as
+    :class:`RegionClassifier` writes them.
+
+    Args:
+        topk (Sequence[int]): the k of the top-k accuracies; the classifier must predict at least max(topk)
+            classes. Defaults to (1, 5).
+        **kwargs: mmengine ``BaseMetric`` arguments (``collect_device``, ``prefix``).
+    """
     default_prefix = 'region'
 
     def __init__(self, topk: Sequence[int] = (1, 5), **kwargs):

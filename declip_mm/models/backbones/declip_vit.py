@@ -66,28 +66,34 @@ class DeCLIPViT(BaseModule):
     """CLIP ViT (OpenAI/OpenCLIP or EVA02 family) with DeCLIP's decoupled last block.
 
     Args:
-        model_name: any open_clip ViT name (``'ViT-B-16'``, ``'ViT-L-14-336'``, ``'EVA02-B-16'``,
+        model_name (str): any open_clip ViT name (``'ViT-B-16'``, ``'ViT-L-14-336'``, ``'EVA02-B-16'``,
             ``'EVA02-L-14-336'``, ...) or a tiny preset (``'DeCLIP-Tiny-ViT-16'``, ``'DeCLIP-Tiny-EVA02-16'``).
-        pretrained: None (random init), an open_clip tag resolved offline, a weights file or folder
+            Defaults to ``'EVA02-B-16'``.
+        pretrained (str, optional): None (random init), an open_clip tag resolved offline, a weights file or folder
             (open_clip or the authors' EVA-CLIP/DeCLIP format), or a DeCLIPViT checkpoint, whose stored
-            mode, attn_scale and input size are restored.
-        mode: 'csa', 'qq', 'kk', 'vanilla' or 'maskclip'. None: the checkpoint's mode, else 'csa'.
-        attn_scale: s in softmax(s a a^T): a number, '1/sqrt(d)' (1/sqrt(head_dim)), or None = the checkpoint's
-            scale, else 1/sqrt(head_dim). An explicit value overrides a checkpoint's (logged as a warning):
-            the authors distilled with s = 1 (their F-ViT / CAT-Seg code too) but run training-free
-            segmentation with 1/sqrt(d).
-        out_indices: blocks whose outputs ``forward`` returns as (B, C, H, W) maps before the dense map;
-            the last block's index gives that block's output in the chosen mode.
-        trainable: 'blocks' (the distillation recipe: every transformer block, minus the last block's unused
+            mode, attn_scale and input size are restored. Defaults to None.
+        mode (str, optional): 'csa', 'qq', 'kk', 'vanilla' or 'maskclip'. None: the checkpoint's mode, else 'csa'.
+            Defaults to None.
+        attn_scale (float | str, optional): s in softmax(s a a^T): a number, '1/sqrt(d)' (1/sqrt(head_dim)), or
+            None = the checkpoint's scale, else 1/sqrt(head_dim). An explicit value overrides a checkpoint's (logged
+            as a warning): the authors distilled with s = 1 (their F-ViT / CAT-Seg code too) but run training-free
+            segmentation with 1/sqrt(d). Defaults to None.
+        out_indices (Sequence[int]): blocks whose outputs ``forward`` returns as (B, C, H, W) maps before the dense
+            map (negative indices count from the end); the last block's index gives that block's output in the
+            chosen mode. Defaults to ().
+        trainable (str): 'blocks' (the distillation recipe: every transformer block, minus the last block's unused
             LN2/MLP and the unused q or k projection), 'all', or 'none': frozen, as F-ViT uses CLIP: no
             parameter trains, the tower stays in eval mode whatever ``train()`` says, and ``forward`` runs under
-            ``no_grad`` (its outputs carry no graph).
-        last_tap_mode: the mode of the last block for the map ``forward`` returns at the last block's index in
-            ``out_indices`` (the input of F-ViT's fourth pyramid level); None = ``mode``. CLIPSelf's F-ViT uses
-            'maskclip' there; the only public DeCLIP + F-ViT recipe (DeCLIP issue #10) the decoupled output.
-        input_size: the input side the weights are meant for (stored in checkpoints; informative).
-        strict: raise on missing/unexpected weight keys (they are always logged).
-        cache_dir: Hugging Face cache folder to look for tagged weights in.
+            ``no_grad`` (its outputs carry no graph). Defaults to 'blocks'.
+        input_size (int, optional): the input side the weights are meant for (stored in checkpoints; informative).
+            None: the checkpoint's. Defaults to None.
+        last_tap_mode (str, optional): the mode of the last block for the map ``forward`` returns at the last
+            block's index in ``out_indices`` (the input of F-ViT's fourth pyramid level); None = ``mode``.
+            CLIPSelf's F-ViT uses 'maskclip' there; the only public DeCLIP + F-ViT recipe (DeCLIP issue #10) the
+            decoupled output. Defaults to None.
+        strict (bool): raise on missing/unexpected weight keys (they are always logged). Defaults to True.
+        cache_dir (str, optional): Hugging Face cache folder to look for tagged weights in. Defaults to None.
+        init_cfg (dict, optional): must be None: the weights come from ``pretrained``. Defaults to None.
     """
 
     def __init__(self,

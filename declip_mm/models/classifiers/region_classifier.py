@@ -82,9 +82,20 @@ class RegionClassifier(ClassVocabularyMixin, BaseModel):
     """DeCLIPViT + OpenCLIPTextEncoder -> top-k classes per GT region (written to each data sample).
 
     Args:
-        mode: the dense mode of both poolings ('qq', 'csa', 'kk', 'vanilla', 'maskclip'). None: the backbone
-            config's ``mode``, else the mode its checkpoint stores, else the authors' 'qq' (module docstring). An
-            explicit mode is used even where the checkpoint stores another one (logged as a warning).
+        backbone (dict): DeCLIPViT config; a file that stores no attention scale runs at the authors' 1.0 unless
+            ``attn_scale`` is set.
+        text_encoder (dict): OpenCLIPTextEncoder config (the ORIGINAL CLIP weights of the same open_clip model).
+        class_names (str | Sequence[str]): list, bundled list name or file. Defaults to 'coco_panoptic'.
+        pooling (str): 'box' (RoIAlign 1x1 of the box) or 'mask' (mean of the tokens under the segment's mask).
+            Defaults to 'box'.
+        topk (int): predictions kept per region. Defaults to 5.
+        mode (str, optional): the dense mode of both poolings ('qq', 'csa', 'kk', 'vanilla', 'maskclip'). None: the
+            backbone config's ``mode``, else the mode its checkpoint stores, else the authors' 'qq' (module
+            docstring). An explicit mode is used even where the checkpoint stores another one (logged as a
+            warning). Defaults to None.
+        data_preprocessor (dict, optional): mmengine data preprocessor config. Defaults to None.
+        init_cfg (dict, optional): mmengine initialisation config. Defaults to None.
+
     Attributes:
         mode: the mode used; ``mode_source``: 'config' (this classifier's ``mode``), 'backbone config',
             'checkpoint' or 'authors default'.

@@ -18,7 +18,21 @@ from .fvit_heads import FeatureMaps
 class FViT(TwoStageDetector):
     """``TwoStageDetector`` whose test pass hands the backbone's dense CLIP map (its last output) to the RoI head.
     Construction checks that the CLIP map fits the head: the class embeddings' dimension is the backbone's joint
-    space, and ``vlm_roi_extractor`` pools at the backbone's patch stride."""
+    space, and ``vlm_roi_extractor`` pools at the backbone's patch stride. The arguments are mmdet's
+    ``TwoStageDetector``'s.
+
+    Args:
+        backbone (dict): a CLIP backbone that returns its dense map last and has ``embed_dim`` and
+            ``patch_size``: ``DeCLIPViT`` (F-ViT: ``trainable='none'``).
+        neck (dict, optional): e.g. ``[SimplePyramid, FPN]``; it reads the backbone's taps, not the dense map.
+        rpn_head (dict, optional): ``RPNHead`` (OV-COCO) or ``NormRPNHead`` (OV-LVIS).
+        roi_head (dict, optional): ``FViTRoIHead`` with an ``FViTBBoxHead`` (required: F-ViT needs a RoI head).
+        train_cfg (dict, optional): mmdet's RPN / R-CNN training settings.
+        test_cfg (dict, optional): mmdet's RPN / R-CNN test settings.
+        data_preprocessor (dict, optional): ``DetDataPreprocessor`` config (the parity configs: ImageNet
+            mean / std, padded to a square).
+        init_cfg (dict, optional): mmengine initialisation config.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -92,11 +92,16 @@ class TextEmbeddingClassifier(nn.Module):
     ``cls_predictor_cfg`` (it receives ``in_features`` and ``out_features`` from the bbox head).
 
     Args:
-        embeddings: the class-embedding file (``tools/dump_class_embeddings.py`` or CLIPSelf's dict format).
-        class_names: the dataset's classes in label order: a list, 'ov_coco_65', 'lvis_v1' (the official names) or
-            a json (an annotation file's categories sorted by id, or an LVIS category-info list); the file must
-            hold each of them and 'background' (:func:`check_class_embedding_names`).
-        temperature: initial T (50); ``learn_temperature`` makes it a parameter (CLIPSelf's default).
+        in_features (int): the class branch's output width (set by the bbox head: ``fc_out_channels``); it must
+            equal the embeddings' dimension.
+        out_features (int): K + 1 (set by the bbox head: ``num_classes + 1``).
+        embeddings (str): the class-embedding file (``tools/dump_class_embeddings.py`` or CLIPSelf's dict format).
+        class_names (str | Sequence[str]): the dataset's classes in label order: a list, 'ov_coco_65', 'lvis_v1'
+            (the official names) or a json (an annotation file's categories sorted by id, or an LVIS category-info
+            list); the file must hold each of them and 'background' (:func:`check_class_embedding_names`).
+        temperature (float): initial T. Defaults to 50.0.
+        learn_temperature (bool): make T a parameter (CLIPSelf's default) rather than a constant.
+            Defaults to True.
     """
 
     def __init__(self, in_features: int, out_features: int, embeddings: str, class_names: Sequence[str],
@@ -140,10 +145,20 @@ class FViTBBoxHead(ConvFCBBoxHead):
     compared with the text embeddings (``cls_predictor_cfg=dict(type='TextEmbeddingClassifier', ...)``),
     class-agnostic regression; at test, the fusion with the CLIP region scores (module doc).
 
-    Args:
-        vlm_temperature: T_vlm (OV-COCO 75, OV-LVIS 50).
-        alpha / beta: the CLIP exponents for base (and background) / novel classes (OV-COCO 0.1 / 0.8).
     The novel classes are those the classification loss gives weight 0 (``loss_cls.class_weight``).
+
+    Args:
+        vlm_temperature (float): T_vlm, the temperature of the CLIP region scores (OV-COCO 75, OV-LVIS 50).
+            Defaults to 75.0.
+        alpha (float): the CLIP exponent for base (and background) classes. Defaults to 0.1.
+        beta (float): the CLIP exponent for novel classes. Defaults to 0.8.
+        num_shared_convs (int): shared 3x3 convs. Defaults to 4.
+        num_shared_fcs (int): shared fcs. Defaults to 2.
+        num_cls_fcs (int): class-branch fcs (its output is compared with the text embeddings). Defaults to 1.
+        num_reg_fcs (int): regression-branch fcs. Defaults to 1.
+        **kwargs: mmdet ``ConvFCBBoxHead`` arguments; ``cls_predictor_cfg`` must be a ``TextEmbeddingClassifier``
+            config, ``loss_cls`` a loss with K + 1 class weights (``OVCrossEntropyLoss``) and
+            ``reg_class_agnostic`` True.
     """
 
     def __init__(self, vlm_temperature: float = 75.0, alpha: float = 0.1, beta: float = 0.8,
@@ -208,7 +223,14 @@ class FViTBBoxHead(ConvFCBBoxHead):
 class FViTRoIHead(StandardRoIHead):
     """``StandardRoIHead`` that, when predicting, also pools the backbone's dense CLIP map (``x.vlm``, see
     :class:`FeatureMaps`; required there) at the proposals with ``vlm_roi_extractor`` (RoIAlign 1x1 at the patch
-    stride) and hands it to the bbox head for the fusion. Training is the standard one (no CLIP map)."""
+    stride) and hands it to the bbox head for the fusion. Training is the standard one (no CLIP map).
+
+    Args:
+        vlm_roi_extractor (dict): RoI extractor config for the CLIP map (``SingleRoIExtractor`` with RoIAlign 1x1,
+            ``featmap_strides=[patch size]``, ``out_channels`` = the CLIP joint dimension).
+        **kwargs: mmdet ``StandardRoIHead`` arguments (``bbox_roi_extractor``, ``bbox_head``: an
+            ``FViTBBoxHead``, ``train_cfg``, ``test_cfg``, ...).
+    """
 
     def __init__(self, vlm_roi_extractor: dict, **kwargs):
         super().__init__(**kwargs)

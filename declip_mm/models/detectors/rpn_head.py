@@ -9,7 +9,13 @@ from ...registry import MODELS
 
 @MODELS.register_module()
 class NormRPNHead(RPNHead):
-    """``RPNHead`` whose shared 3x3 convs are ConvModule(conv, ``norm_cfg``, ReLU)."""
+    """``RPNHead`` whose shared 3x3 convs are ConvModule(conv, ``norm_cfg``, ReLU).
+
+    Args:
+        *args: mmdet's ``RPNHead`` arguments (``in_channels``, ``num_convs``, ...).
+        norm_cfg (dict): the norm of the shared convs. Defaults to ``dict(type='SyncBN', requires_grad=True)``.
+        **kwargs: more ``RPNHead`` arguments.
+    """
 
     def __init__(self, *args, norm_cfg: dict = dict(type='SyncBN', requires_grad=True), **kwargs):
         self.norm_cfg = norm_cfg

@@ -38,6 +38,14 @@ class DistillDataPreprocessor(BaseDataPreprocessor):
 
     student and crops: CLIP mean/std; vfm: ImageNet mean/std; sd: scaled to [-1, 1]. Validation batches of an
     mmseg dataset (with ``data_samples``) go to ``eval_preprocessor`` (e.g. mmseg's SegDataPreProcessor).
+
+    Args:
+        clip_mean (Sequence[float]): mean of the student view and the crops, 0-255 scale. Defaults to open_clip's
+            OpenAI mean x 255.
+        clip_std (Sequence[float]): their std, 0-255 scale. Defaults to open_clip's OpenAI std x 255.
+        vfm_mean (Sequence[float]): mean of the VFM view. Defaults to ImageNet's.
+        vfm_std (Sequence[float]): std of the VFM view. Defaults to ImageNet's.
+        eval_preprocessor (dict, optional): config of the preprocessor for validation batches. Defaults to None.
     """
 
     def __init__(self, clip_mean=CLIP_MEAN, clip_std=CLIP_STD, vfm_mean=IMAGENET_MEAN, vfm_std=IMAGENET_STD,
@@ -69,20 +77,30 @@ class DeCLIPDistiller(BaseModel):
     """Student DeCLIPViT + frozen teachers -> DeCLIP losses.
 
     Args:
-        student: DeCLIPViT config (its ``pretrained`` weights are also the CLIP teacher's).
-        vfm_teacher: VFMTeacher config.
-        diffusion_teacher: DiffusionTeacher config, or None (no SD completion).
-        context_loss / content_loss / rcc_loss: loss configs; None turns a term off (the ablations:
-            content-only = CLIPSelf-like, context-only). At least one of context / content must be on.
-        context_features: what the context loss reads: 'context' (default, DeCLIP: the decoupled block's q / k)
+        student (dict): DeCLIPViT config (its ``pretrained`` weights are also the CLIP teacher's).
+        vfm_teacher (dict): VFMTeacher config.
+        diffusion_teacher (dict, optional): DiffusionTeacher config, or None (no SD completion). Defaults to None.
+        context_loss (dict, optional): ContextDistillLoss config; None turns the term off (the content-only
+            ablation, CLIPSelf-like). Defaults to ``dict(type='ContextDistillLoss')``.
+        content_loss (dict, optional): ContentDistillLoss config; None turns the term off (the context-only
+            ablation). At least one of context / content must be on. Defaults to ``dict(type='ContentDistillLoss')``.
+        rcc_loss (dict, optional): RegionCorrelationLoss config; None turns the term off.
+            Defaults to ``dict(type='RegionCorrelationLoss')``.
+        context_features (str): what the context loss reads: 'context' (DeCLIP: the decoupled block's q / k)
             or 'dense' (the output dense map's tokens, the features the content loss reads too: the ablation
-            "joint distillation without decoupling").
-        region_cells: N of the N x N RoIAlign cells (weighted content pooling and the region correlation).
-        teacher_cache: folder for cached teacher targets, or None.
-        crop_batch: crops per CLIP-teacher call (all crops of a batch go through in chunks of this size).
-        val_segmentor: TrainingFreeSegmentor settings (text_encoder, class_names, logit_scale, bg_thresh,
-            test_cfg) to validate the student during distillation with an mmseg val_dataloader; the student is
-            its backbone (DeCLIPDistillHook swaps in the ensembled weights for validation).
+            "joint distillation without decoupling"). Defaults to 'context'.
+        region_cells (int): N of the N x N RoIAlign cells (weighted content pooling and the region correlation).
+            Defaults to 4.
+        teacher_cache (str, optional): folder for cached teacher targets, or None. Defaults to None.
+        crop_batch (int): crops per CLIP-teacher call (all crops of a batch go through in chunks of this size).
+            Defaults to 64.
+        val_segmentor (dict, optional): TrainingFreeSegmentor settings (text_encoder, class_names, logit_scale,
+            bg_thresh, test_cfg) to validate the student during distillation with an mmseg val_dataloader; the
+            student is its backbone (DeCLIPDistillHook swaps in the ensembled weights for validation).
+            Defaults to None.
+        data_preprocessor (dict): config of the batch preprocessor.
+            Defaults to ``dict(type='DistillDataPreprocessor')``.
+        init_cfg (dict, optional): mmengine initialisation config. Defaults to None.
     """
 
     def __init__(self, student: dict, vfm_teacher: dict, diffusion_teacher: Optional[dict] = None,

@@ -45,7 +45,12 @@ class ContentDistillLoss(nn.Module):
 
     pooling='1x1' (CVPR): the student region is RoIAlign 1x1 (cells of shape (K, 1, D) or (K, D)).
     pooling='weighted' (journal): RoIAlign N x N cells, weighted by their softmax cosine to the teacher.
-    average: 'batch' (the reference: mean over all regions of the batch) or 'image' (see ``average_regions``).
+
+    Args:
+        pooling (str): '1x1' (CVPR) or 'weighted' (journal). Defaults to 'weighted'.
+        loss_weight (float): w_content, the weight of the term. Defaults to 1.0.
+        average (str): 'batch' (the reference: mean over all regions of the batch) or 'image' (the mean per
+            image, then over images; see ``average_regions``). Defaults to 'batch'.
     """
 
     def __init__(self, pooling: str = 'weighted', loss_weight: float = 1.0, average: str = 'batch'):
@@ -75,8 +80,13 @@ class RegionCorrelationLoss(nn.Module):
     """Region correlation constraint (journal): per region, row-wise KL between the VFM's and the student's
     cell-to-cell cosine matrices over the same N x N RoIAlign cells.
 
-    KL(softmax(R_vfm / tau) || softmax(R_clip / tau)), averaged over the rows of a region, then over regions
-    (``average`` as for :class:`ContentDistillLoss`; 'batch', the reference's, by default).
+    KL(softmax(R_vfm / tau) || softmax(R_clip / tau)), averaged over the rows of a region, then over regions.
+
+    Args:
+        tau (float): temperature of both row softmaxes. Defaults to 0.1.
+        loss_weight (float): w_rcc, the weight of the term. Defaults to 0.05.
+        average (str): 'batch' (the reference's) or 'image', as for :class:`ContentDistillLoss`.
+            Defaults to 'batch'.
     """
 
     def __init__(self, tau: float = 0.1, loss_weight: float = 0.05, average: str = 'batch'):

@@ -40,6 +40,12 @@ class ContextDistillLoss(nn.Module):
     kind='l2' (CVPR): mean over rows i of ||S_target[i] - S_clip[i]||_2.
     kind='kl' (journal): mean over rows of KL(P_i || Q_i), P = softmax(S_target / tau_t), Q = softmax(S_clip / tau_s).
     Rows are averaged per image, then over images.
+
+    Args:
+        kind (str): 'kl' (journal) or 'l2' (CVPR). Defaults to 'kl'.
+        tau_t (float): temperature of the target rows (KL only). Defaults to 0.1.
+        tau_s (float): temperature of the student rows (KL only). Defaults to 0.1.
+        loss_weight (float): lambda, the weight of the term. Defaults to 0.25.
     """
 
     def __init__(self, kind: str = 'kl', tau_t: float = 0.1, tau_s: float = 0.1, loss_weight: float = 0.25):

@@ -38,9 +38,12 @@ class OVCrossEntropyLoss(CrossEntropyLoss):
     """mmdet's softmax ``CrossEntropyLoss`` with the zero-weight classes masked by -inf (see module doc).
 
     Args:
-        class_weight: K + 1 weights (background last), or the path of an LVIS category-info json.
-        bg_weight: the background weight appended to a json's class weights (LVIS: 0.9); with a list it must
-            be None (the list holds it).
+        class_weight (str | Sequence[float]): K + 1 weights (background last), or the path of an LVIS
+            category-info json.
+        bg_weight (float, optional): the background weight appended to a json's class weights (LVIS: 0.9); with a
+            list it must be None (the list holds it). Defaults to None.
+        loss_weight (float): the weight of the loss. Defaults to 1.0.
+        reduction (str): 'none', 'mean' or 'sum', as mmdet's ``CrossEntropyLoss``. Defaults to 'mean'.
     """
 
     def __init__(self, class_weight: Union[str, Sequence[float]], bg_weight: Optional[float] = None,

@@ -205,10 +205,25 @@ class Up(nn.Module):
 class CATSegAggregator(nn.Module):
     """CAT-Seg's head: dense CLIP features + class text embeddings + decoder guidance -> per-class logits.
 
+    Defaults are the CVPR'24 configs' for ViT-B (``vitb_384.yaml``).
+
     Args:
-        text_dim / appearance_dim: the CLIP joint-space width (512 for B, 768 for L).
-        decoder_guidance_dims: the channels of the two upsampled CLIP-block guidances (256, 128).
-        feature_size: the CLIP token grid (24). Other defaults are the CVPR'24 configs'.
+        text_dim (int): the width of the text embeddings, the CLIP joint-space width (512 for B, 768 for L).
+            Defaults to 512.
+        appearance_dim (int): the width of the dense CLIP features (the joint-space width). Defaults to 512.
+        prompts (int): P, the prompts per class (CAT-Seg uses one). Defaults to 1.
+        hidden_dim (int): the width of the cost embedding and the aggregation layers. Defaults to 128.
+        proj_dim (int): the width of the appearance and text guidance projections. Defaults to 128.
+        num_layers (int): aggregation layers (spatial, then class aggregation). Defaults to 2.
+        heads (int): attention heads of both aggregations. Defaults to 4.
+        feature_size (int): the side of the CLIP token grid. Defaults to 24.
+        window (int): the Swin window side (the shifted block shifts by half of it). Defaults to 12.
+        decoder_dims (Sequence[int]): the channels of the two decoder stages. Defaults to (64, 32).
+        decoder_guidance_dims (Sequence[int]): the channels of the two upsampled CLIP-block guidances.
+            Defaults to (256, 128).
+        decoder_guidance_proj_dims (Sequence[int]): their channels after projection. Defaults to (32, 16).
+        pad_len (int): class slots of the class aggregation; above it each image keeps its ``pad_len`` most
+            relevant classes (0 = no padding, no selection). Defaults to 256.
     """
 
     def __init__(self, text_dim: int = 512, appearance_dim: int = 512, prompts: int = 1, hidden_dim: int = 128,

@@ -68,18 +68,24 @@ class TrainingFreeSegmentor(ClassVocabularyMixin, EncoderDecoder):
     """mmseg segmentor: DeCLIPViT dense features x class-name text embeddings, no training.
 
     Args:
-        backbone: DeCLIPViT config (or a built DeCLIPViT).
-        text_encoder: OpenCLIPTextEncoder config (same open_clip model; the ORIGINAL CLIP weights, since DeCLIP
-            keeps the text tower frozen).
-        class_names: list, bundled list name or file (synonyms separated by ';').
-        logit_scale: the scale of the cosine logits (40; 80 for VOC21), applied at the original size.
-        bg_thresh: pixels whose highest class probability is below it get ``bg_index`` (0 = off).
-        bg_index: the background class index (VOC21, PC60, COCO-Object: 0).
-        mode: DeCLIPViT mode used for the dense features; None = the backbone's.
-        test_cfg: mmseg test settings: mode 'slide' (crop_size, stride) or 'whole'. Slide only:
+        backbone (dict | nn.Module): DeCLIPViT config (or a built DeCLIPViT).
+        text_encoder (dict): OpenCLIPTextEncoder config (same open_clip model; the ORIGINAL CLIP weights, since
+            DeCLIP keeps the text tower frozen).
+        class_names (str | Sequence[str]): list, bundled list name or file (synonyms separated by ';').
+        logit_scale (float): the scale of the cosine logits (40; 80 for VOC21), applied at the original size.
+            Defaults to 40.0.
+        bg_thresh (float): pixels whose highest class probability is below it get ``bg_index`` (0 = off).
+            Defaults to 0.0.
+        bg_index (int): the background class index (VOC21, PC60, COCO-Object: 0). Defaults to 0.
+        mode (str, optional): DeCLIPViT mode used for the dense features; None = the backbone's. Defaults to None.
+        test_cfg (dict): mmseg test settings: mode 'slide' (crop_size, stride) or 'whole'. Slide only:
             ``window_budget_mb`` (default 1024), the estimated activation memory one batched backbone forward may
             use, and ``window_batch`` (default None = no cap), the most windows (times images) per forward;
             ``window_batch=1`` is the one-window-at-a-time path.
+            Defaults to ``dict(mode='slide', crop_size=(336, 336), stride=(112, 112))``.
+        data_preprocessor (dict, optional): mmseg data preprocessor config (e.g. ``SegDataPreProcessor`` with CLIP
+            mean / std). Defaults to None.
+        init_cfg (dict, optional): mmengine initialisation config. Defaults to None.
     """
 
     def __init__(self, backbone: dict, text_encoder: dict, class_names: Union[str, Sequence[str]],

@@ -71,14 +71,18 @@ def fuse_attention(maps: Sequence[torch.Tensor]) -> torch.Tensor:
 
 @MODELS.register_module()
 class DiffusionTeacher(nn.Module):
-    """Frozen Stable Diffusion giving fused self-attention A_sd (B, h*w, h*w) for a student grid (h, w).
+    """Frozen Stable Diffusion giving fused self-attention A_sd (B, h*w, h*w) for a target token grid (h, w).
 
     Args:
-        folder: local diffusers folder (v1.5 or v2.1 layout, see module docstring).
-        timestep: the noising timestep of the single UNet pass.
-        layers: fnmatch patterns of self-attention module names (``...attn1``) to capture, in fusion order.
-        dtype: 'fp32', 'bf16' or 'fp16'.
-        noise_seed: seed of the noise (the same for every image, so targets are deterministic per image).
+        folder (str): local diffusers folder (v1.5 or v2.1 layout, see module docstring).
+        timestep (int): the noising timestep of the single UNet pass, in [0, the scheduler's
+            ``num_train_timesteps``). Defaults to 100.
+        layers (Sequence[str]): fnmatch patterns of self-attention module names (``...attn1``) to capture, in
+            fusion order (names matching one pattern in sorted order).
+            Defaults to ``('up_blocks.1.attentions.*.transformer_blocks.0.attn1',)``.
+        dtype (str): 'fp32', 'bf16' or 'fp16' for the UNet and VAE. Defaults to 'fp32'.
+        noise_seed (int): seed of the noise (the same for every image, so targets are deterministic per image).
+            Defaults to 0.
     """
 
     def __init__(self, folder: str, timestep: int = 100,

@@ -66,14 +66,17 @@ def dino_pos_rule(arch: str) -> dict:
 
 @MODELS.register_module()
 class VFMTeacher(nn.Module):
-    """Frozen DINOv2 / DINO teacher giving patch tokens (B, h*w, C) for ImageNet-normalised (B, 3, h*p, w*p).
+    """Frozen DINOv2 / DINO / SAM teacher giving patch tokens (B, h*w, C) for ImageNet-normalised (B, 3, h*p, w*p).
 
     Args:
-        arch: one of ``VFM_ARCHS`` (e.g. 'dinov2_vitb14_reg', the paper's default for CLIP-B).
-        checkpoint: local path of the official weights file; None keeps random weights (tests only).
-        dtype: 'fp32', 'bf16' or 'fp16' for the teacher's weights and compute.
-        model_kwargs: extra timm arguments (e.g. a smaller embed_dim/depth for tests).
-        strict: raise on missing/unexpected keys (always logged).
+        arch (str): one of ``VFM_ARCHS`` (e.g. 'dinov2_vitb14_reg', the paper's default for CLIP-B).
+            Defaults to 'dinov2_vitb14_reg'.
+        checkpoint (str, optional): local path of the official weights file; None keeps random weights (tests
+            only). Defaults to None.
+        dtype (str): 'fp32', 'bf16' or 'fp16' for the teacher's weights and compute. Defaults to 'fp32'.
+        model_kwargs (dict, optional): extra timm arguments (e.g. a smaller embed_dim/depth for tests).
+            Defaults to None.
+        strict (bool): raise on missing/unexpected keys (always logged). Defaults to True.
     """
 
     def __init__(self, arch: str = 'dinov2_vitb14_reg', checkpoint: Optional[str] = None, dtype: str = 'fp32',

@@ -41,14 +41,31 @@ def catseg_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 
 
 @MODELS.register_module()
 class CATSeg(BaseSegmentor):
-    """Args:
-        backbone: DeCLIPViT config; ``out_indices`` = the two guidance blocks ([3, 7] B, [7, 15] L).
-        text_model / text_pretrained: the open_clip model and ORIGINAL CLIP weights of the text tower.
-        class_names: the training vocabulary (COCO-Stuff's 171, 'coco'); ``test_class_names``: the test vocabulary
-            (names, a json, or a bundled vocabulary: ``declip_mm.datasets.label_folder.catseg_vocabulary``).
-        template: the single prompt; clip_resolution: the CLIP input side (384 B, 336 L).
-        aggregator: ``CATSegAggregator`` config; guidance_dims: the outputs of the two guidance ConvTs.
-        train_pool / test_pool: the class-aggregation pooling; test_cfg: the sliding window (out_res, kernel, overlap).
+    """CAT-Seg (CVPR'24) with a DeCLIPViT image tower (module doc): an mmseg segmentor trained with per-class BCE.
+
+    Args:
+        backbone (dict): DeCLIPViT config of an EVA02 tower ('csa', attention scale 1); ``out_indices`` = the two
+            guidance blocks ([3, 7] B, [7, 15] L). Its ``trainable`` is replaced: only the q / v projection weights
+            train.
+        text_model (str): the open_clip model of the text tower (the backbone's ``model_name``).
+        class_names (str | Sequence[str]): the training vocabulary (COCO-Stuff's 171, 'coco'): names, a json, or
+            the name of a bundled CAT-Seg vocabulary ('coco', 'ade150', 'ade847', 'pc59', 'pc459', 'voc20', 'voc20b').
+        text_pretrained (str, optional): the ORIGINAL CLIP weights of the text tower (tag or file); None = random
+            (tests). Defaults to None.
+        test_class_names (str | Sequence[str], optional): the test vocabulary, as ``class_names``; None = the
+            training one. Defaults to None.
+        template (str): the single prompt. Defaults to 'A photo of a {} in the scene'.
+        clip_resolution (int): the CLIP input side (384 B, 336 L). Defaults to 384.
+        aggregator (dict): ``CATSegAggregator`` config. Defaults to ``dict(type='CATSegAggregator')``.
+        guidance_dims (Sequence[int]): the outputs of the two guidance ConvTs (x2, x4). Defaults to (256, 128).
+        train_pool (Sequence[int]): the class-aggregation pooling in training. Defaults to (2, 2).
+        test_pool (Sequence[int]): the class-aggregation pooling at test. Defaults to (1, 1).
+        test_cfg (dict): the sliding window: ``out_res`` (the side the image is resized to), ``kernel`` (the window
+            side), ``overlap``. Defaults to ``dict(out_res=640, kernel=384, overlap=0.333)``.
+        ignore_index (int): the label value that counts as negative for every class. Defaults to 255.
+        data_preprocessor (dict, optional): mmseg ``SegDataPreProcessor`` config (CLIP mean / std).
+            Defaults to None.
+        init_cfg (dict, optional): mmengine initialisation config. Defaults to None.
     """
 
     def __init__(self, backbone: dict, text_model: str, class_names: Union[str, Sequence[str]], text_pretrained=None,

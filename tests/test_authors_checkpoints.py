@@ -19,8 +19,8 @@ import torch
 from mmengine.config import Config
 
 from declip_mm.models import DeCLIPViT
-from declip_mm.models.backbones.eva_clip_checkpoint import convert_eva_clip_state_dict, is_eva_clip_state_dict
-from declip_mm.models.clip_factory import unwrap_state_dict
+from declip_mm.models.backbones.checkpoints import (convert_eva_clip_state_dict, is_eva_clip_state_dict,
+                                                    unwrap_state_dict)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / 'tests' / 'fixtures' / 'reference'

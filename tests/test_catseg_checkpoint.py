@@ -185,7 +185,7 @@ def test_our_state_dict_has_the_reference_names(size):
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('size', SIZES)
 def test_reference_head_keys_convert_strictly(size):
-    from tools.converters.catseg_d2_to_declip import convert_head_state_dict
+    from declip_mm.models.backbones.checkpoints import convert_catseg_d2_head_state_dict as convert_head_state_dict
     d2 = reference_state(size)
     head = Head(size)
     out, ignored, unmapped = convert_head_state_dict(d2, head)
@@ -203,7 +203,7 @@ def test_reference_head_keys_convert_strictly(size):
 
 
 def test_a_mask_that_is_not_ours_stops_the_import():
-    from tools.converters.catseg_d2_to_declip import convert_head_state_dict
+    from declip_mm.models.backbones.checkpoints import convert_catseg_d2_head_state_dict as convert_head_state_dict
     d2 = reference_state('b16')
     key = f'{PREFIX}layers.1.swin_block.block_2.attn_mask'
     d2[key] = d2[key].clone()
@@ -248,7 +248,7 @@ def test_imported_weights_reproduce_the_references_forward(size, name):
     """The reference aggregator's output (recorded from CAT-Seg's code on these weights and inputs) from ours, after
     the importer: the cost volume, Swin blocks with the shift mask, class aggregation with padding, pooling or top-K,
     decoder and -100 for dropped classes all have to match."""
-    from tools.converters.catseg_d2_to_declip import convert_head_state_dict
+    from declip_mm.models.backbones.checkpoints import convert_catseg_d2_head_state_dict as convert_head_state_dict
     layout = reference_layout(size)
     case = next(c for c in layout['forward_cases'] if c['name'] == name)
     d2 = synthetic_head_state(layout['keys'], case['weight_seed'], reference_mask())
@@ -284,7 +284,7 @@ def test_the_full_size_b16_checkpoint_converts_strictly():
     from mmseg.registry import MODELS
     from reference import declip_catseg_ref as ref
     from test_backbone import to_eva_clip_format
-    from tools.converters.catseg_d2_to_declip import convert_state_dict
+    from declip_mm.models.backbones.checkpoints import convert_catseg_d2_state_dict as convert_state_dict
     cfg = Config.fromfile(str(REPO / TRAIN_CONFIGS['b16']))
     cfg.model.backbone.pretrained = None
     cfg.model.text_pretrained = None

@@ -120,31 +120,30 @@ def attach_checkpoint(cfg: Config, checkpoint: str) -> str:
     * a CLIP weights file (open_clip or the authors' EVA-CLIP/DeCLIP format, keys ``visual.*``, e.g. the
       authors' released ``.pt``) becomes the DeCLIPViT's ``pretrained`` with ``strict=True``: a key mismatch
       raises a ``KeyError`` listing the keys -> ``'backbone-weights'``;
-    * anything else raises a ``ValueError`` naming the file and its first keys.
+    * anything else raises a ``ValueError`` naming the file, what it is and its first keys.
+
+    What the file is comes from ``declip_mm.models.backbones.checkpoints`` (which reads it safely); this function
+    only edits the config.
     """
-    from declip_mm.models.backbones.declip_vit import declip_checkpoint_parts
-    from declip_mm.models.clip_factory import unwrap_state_dict
-    from declip_mm.utils import load_checkpoint
-    contents = load_checkpoint(checkpoint)          # safe: CheckpointError (a ValueError) for what it refuses
+    from declip_mm.models.backbones import checkpoints
+    found = checkpoints.read_checkpoint(checkpoint)   # safe: CheckpointError (a ValueError) for what it refuses
     backbone = cfg.model.get('backbone') or cfg.model.get('student')
     is_declip = backbone is not None and backbone.get('type') in ('DeCLIPViT', 'declip_mm.DeCLIPViT')
-    found = declip_checkpoint_parts(contents)
-    if found is not None:
+    if found.format == checkpoints.DECLIP_VIT:
         if not is_declip:
             raise ValueError(f'{checkpoint} is a DeCLIPViT backbone checkpoint, but the config has no DeCLIPViT '
                              'model.backbone to load it into')
-        if backbone.get('model_name') != found[1]['model_name']:
-            raise ValueError(f"{checkpoint} holds a '{found[1]['model_name']}' backbone, the config builds "
+        if backbone.get('model_name') != found.meta['model_name']:
+            raise ValueError(f"{checkpoint} holds a '{found.meta['model_name']}' backbone, the config builds "
                              f"'{backbone.get('model_name')}'")
         backbone.pretrained = checkpoint
         return 'backbone'
-    try:
-        keys = list(unwrap_state_dict(contents))
-    except TypeError as err:
-        raise ValueError(f'{checkpoint} holds no state dict ({err})') from err
+    if found.state_dict is None:
+        raise ValueError(f'{checkpoint} holds no state dict ({found.problem})')
+    keys = list(found.state_dict)
     submodules = {name for name, value in cfg.model.items() if isinstance(value, dict) and 'type' in value}
-    saved_by_runner = isinstance(contents, dict) and {'meta', 'state_dict'} <= set(contents)
-    prefixes = {key.split('.', 1)[0] for key in keys}
+    saved_by_runner = found.saved_by_runner
+    prefixes = found.prefixes
     if is_declip and 'backbone' in cfg.model and 'backbone' not in prefixes and 'student' in prefixes:
         raise ValueError(f'{checkpoint} is a distillation checkpoint (student.* keys): evaluate the exported '
                          'declip_backbone_final.pth (or declip_backbone_epoch_E.pth) of that run instead')
@@ -156,22 +155,23 @@ def attach_checkpoint(cfg: Config, checkpoint: str) -> str:
         if is_declip and 'backbone' in prefixes:
             backbone.pretrained = None              # the checkpoint holds the backbone; no weights file needed
         return 'load_from'
-    if is_declip and any(key.startswith('visual.') for key in keys):
+    if is_declip and found.format in checkpoints.CLIP_FORMATS:
         backbone.pretrained = checkpoint
         backbone.strict = True
         return 'backbone-weights'
+    hint = ' (convert it with tools/converters/catseg_d2_to_declip.py)' if found.format == checkpoints.CATSEG_D2 else ''
     raise ValueError(
         f'{checkpoint} matches neither this model (no keys under {sorted(submodules)}) nor a CLIP weights file '
-        f"for a DeCLIPViT backbone (keys 'visual.*'); its first keys: {keys[:5]}")
+        f"for a DeCLIPViT backbone (keys 'visual.*'); it is {found.describe()}{hint}; its first keys: {keys[:5]}")
 
 
 def missing_model_keys(model, checkpoint: str) -> tuple:
     """(missing, unexpected) parameter/buffer names of ``model`` against a whole-model ``checkpoint`` (after
     mmengine's ``module.`` prefix is dropped): what ``load_from`` would leave at its initial values."""
-    from declip_mm.models.clip_factory import unwrap_state_dict
-    from declip_mm.utils import load_checkpoint
+    from declip_mm.models.backbones.checkpoints import read_checkpoint
     model = getattr(model, 'module', model)
-    saved = {k[len('module.'):] if k.startswith('module.') else k for k in unwrap_state_dict(load_checkpoint(checkpoint))}
+    saved = {k[len('module.'):] if k.startswith('module.') else k
+             for k in read_checkpoint(checkpoint).require_state_dict()}
     wanted = set(model.state_dict())
     return sorted(wanted - saved), sorted(saved - wanted)
 

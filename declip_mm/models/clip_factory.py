@@ -10,18 +10,15 @@
 When the file is in neither place the error names the Hub repository and file to fetch and the
 folder to put it in. Nothing is ever downloaded.
 """
-import logging
 import os
 from pathlib import Path
-from typing import List, NamedTuple, Optional
+from typing import List, Optional
 
 import open_clip
-import torch
 
-from ..utils import load_weights_file
 from . import presets  # noqa: F401  (registers the tiny presets with open_clip and timm)
-
-logger = logging.getLogger('declip_mm')
+# every checkpoint format is read, recognised, converted and reported there; kept importable from here
+from .backbones.checkpoints import LoadReport, load_clip_state_dict, read_checkpoint, unwrap_state_dict  # noqa: F401
 
 _HF_DEFAULT_FILES = ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin')
 
@@ -83,65 +80,12 @@ def resolve_pretrained(model_name: str, pretrained: Optional[str], cache_dir: Op
         f"downloaded. Fetch the {source}, then put it in {local}/ or pass pretrained='/path/to/file'.")
 
 
-class LoadReport(NamedTuple):
-    """What a weights load did: keys the model kept at init, keys of the file nobody used, keys dropped."""
-    missing: List[str]
-    unexpected: List[str]
-    ignored: List[str]
-
-    def check(self, source: str, strict: bool) -> None:
-        """Raise (strict) or log a warning naming ``source`` when keys did not match."""
-        if not self.missing and not self.unexpected:
-            if self.ignored:
-                logger.info('%s: ignored %d recomputed buffers (%s)', source, len(self.ignored),
-                            ', '.join(self.ignored[:5]))
-            return
-
-        def fmt(keys):
-            return ', '.join(keys[:20]) + (f' ... (+{len(keys) - 20} more)' if len(keys) > 20 else '')
-
-        message = (f'{source}: {len(self.missing)} missing keys [{fmt(self.missing)}]; '
-                   f'{len(self.unexpected)} unexpected keys [{fmt(self.unexpected)}]')
-        if strict:
-            raise KeyError(message + '. Pass strict=False to load anyway (the mismatch is still logged).')
-        logger.warning(message)
-
-
-def unwrap_state_dict(checkpoint) -> dict:
-    """Strip the usual wrappers ({'state_dict'|'model'|'module': ...}) and a leading 'module.' prefix."""
-    sd = checkpoint
-    for key in ('state_dict', 'model', 'module'):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    if not isinstance(sd, dict):
-        raise TypeError(f'expected a state dict, got {type(sd).__name__}')
-    if sd and all(k.startswith('module.') for k in sd):
-        sd = {k[len('module.'):]: v for k, v in sd.items()}
-    return sd
-
-
-def load_clip_state_dict(model: torch.nn.Module, state_dict: dict, source: str, strict: bool = True) -> LoadReport:
-    """Load an open_clip or EVA-CLIP (authors' format) CLIP state dict into an open_clip model."""
-    from .backbones.eva_clip_checkpoint import convert_eva_clip_state_dict, is_eva_clip_state_dict
-    state_dict = unwrap_state_dict(state_dict)
-    ignored: List[str] = []
-    if is_eva_clip_state_dict(state_dict):
-        state_dict, ignored = convert_eva_clip_state_dict(state_dict, model)
-    elif 'positional_embedding' in state_dict and not hasattr(model, 'positional_embedding'):
-        from open_clip.model import convert_to_custom_text_state_dict
-        state_dict = convert_to_custom_text_state_dict(state_dict)
-    result = model.load_state_dict(state_dict, strict=False)
-    report = LoadReport(list(result.missing_keys), list(result.unexpected_keys), ignored)
-    report.check(source, strict)
-    return report
-
-
 def create_clip(model_name: str, pretrained: Optional[str] = None, cache_dir: Optional[str] = None,
                 strict: bool = True, weights: Optional[dict] = None):
     """Create open_clip model ``model_name`` and load ``pretrained`` offline. Returns (model, report).
 
-    ``weights``: the already-read contents of ``pretrained``'s file, so that a caller that had to look into
-    the file does not read it twice.
+    ``weights``: ``pretrained``'s file already read (a :class:`~declip_mm.models.backbones.checkpoints.Checkpoint`,
+    or the loaded object), so that a caller that had to look into the file does not read it twice.
     """
     if model_name not in open_clip.list_models():
         raise ValueError(f"unknown open_clip model '{model_name}'; see open_clip.list_models()")
@@ -153,7 +97,7 @@ def create_clip(model_name: str, pretrained: Optional[str] = None, cache_dir: Op
     path = resolve_pretrained(model_name, pretrained, cache_dir)
     report = None
     if path is not None:
-        weights = load_weights_file(path) if weights is None else weights
+        weights = read_checkpoint(path) if weights is None else weights
         report = load_clip_state_dict(model, weights, source=path, strict=strict)
     model.eval()
     return model, report

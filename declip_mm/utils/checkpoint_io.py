@@ -108,8 +108,10 @@ def _disallowed(filename: str) -> List[str]:
     return [name for name in found if name not in allowed]
 
 
-def load_checkpoint(filename, map_location='cpu', trust: Optional[bool] = None):
+def load_checkpoint(filename, map_location='cpu', trust: Optional[bool] = None, mmap: bool = False):
     """Read a checkpoint or weights file safely (module doc). ``trust=None`` follows ``DECLIP_TRUST_CHECKPOINTS``.
+    ``mmap=True`` memory-maps the tensors of a torch zip file instead of reading them (a look at its metadata costs
+    only the pickled header; other files are read whole), with the same safety rules.
 
     Returns the loaded object (a dict for every checkpoint). Raises ``FileNotFoundError``,
     :class:`CheckpointError` (not a checkpoint) or :class:`UntrustedCheckpointError`, each naming the file.
@@ -125,11 +127,13 @@ def load_checkpoint(filename, map_location='cpu', trust: Optional[bool] = None):
             raise CheckpointError(f'{filename} is not a readable safetensors file ({err})') from None
     check_checkpoint_file(filename)
     trust = trust_from_env() if trust is None else trust
+    # only a torch zip archive can be memory-mapped; otherwise torch's own default applies
+    extra = {'mmap': True} if mmap and zipfile.is_zipfile(filename) else {}
     if trust:
-        return torch.load(filename, map_location=map_location, weights_only=False)
+        return torch.load(filename, map_location=map_location, weights_only=False, **extra)
     try:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
-            return torch.load(filename, map_location=map_location, weights_only=True)
+            return torch.load(filename, map_location=map_location, weights_only=True, **extra)
     except pickle.UnpicklingError as err:
         disallowed = _disallowed(filename)
         if disallowed or 'Unsupported global' in str(err) or 'Unsupported operand' in str(err):

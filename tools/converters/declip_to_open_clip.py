@@ -17,14 +17,14 @@ import torch
 
 import declip_mm  # noqa: F401
 from declip_mm.models import DeCLIPViT, create_clip
-from declip_mm.models.backbones.declip_vit import read_declip_checkpoint
+from declip_mm.models.backbones.checkpoints import DECLIP_VIT, read_checkpoint
 
 
 def export(src: str, dst: str, text_weights=None, strict: bool = True) -> dict:
-    found = read_declip_checkpoint(src)
-    if found is None:
-        raise ValueError(f'{src} is not a DeCLIPViT checkpoint (no meta.declip)')
-    meta = found[1]
+    found = read_checkpoint(src, mmap=True)                     # its metadata; DeCLIPViT reads the weights
+    if found.format != DECLIP_VIT:
+        raise ValueError(f'{src} is not a DeCLIPViT checkpoint (no meta.declip); it is {found.describe()}')
+    meta = found.meta
     backbone = DeCLIPViT(meta['model_name'], pretrained=src)
     clip, _ = create_clip(meta['model_name'], text_weights, strict=strict)
     clip.visual.load_state_dict(backbone.visual.state_dict(), strict=True)

@@ -23,8 +23,8 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
 from ...registry import MODELS
-from ...utils import load_weights_file
-from ..clip_factory import LoadReport, create_clip, resolve_pretrained, unwrap_state_dict
+from ..clip_factory import create_clip, resolve_pretrained
+from .checkpoints import DECLIP_VIT, load_into, read_checkpoint
 from .decoupled_attention import DECOUPLED_MODES, decoupled_block, maskclip_block
 from .vision_towers import make_view
 
@@ -46,19 +46,6 @@ class DeCLIPFeatures(NamedTuple):
     dense: torch.Tensor
     context: Optional[Context]
     intermediates: List[torch.Tensor]
-
-
-def declip_checkpoint_parts(obj):
-    """(state_dict, meta) when ``obj`` (a loaded file) is a DeCLIPViT checkpoint, else None."""
-    meta = obj.get('meta', {}) if isinstance(obj, dict) else {}
-    if isinstance(meta, dict) and isinstance(meta.get('declip'), dict):
-        return unwrap_state_dict(obj), meta['declip']
-    return None
-
-
-def read_declip_checkpoint(path: str):
-    """Return (state_dict, meta) when the file ``path`` is a DeCLIPViT checkpoint, else None."""
-    return declip_checkpoint_parts(load_weights_file(path))
 
 
 @MODELS.register_module()
@@ -112,16 +99,17 @@ class DeCLIPViT(BaseModule):
             raise ValueError('DeCLIPViT loads its weights with pretrained=...; init_cfg is not used')
         super().__init__()
         path = resolve_pretrained(model_name, pretrained, cache_dir)
-        contents = load_weights_file(path) if path else None         # read once: ours, open_clip or EVA-CLIP
-        checkpoint = declip_checkpoint_parts(contents) if contents is not None else None
-        saved = checkpoint[1] if checkpoint else {}
+        checkpoint = read_checkpoint(path) if path else None         # read once, any format (checkpoints.py)
+        ours = checkpoint is not None and checkpoint.format == DECLIP_VIT
+        saved = checkpoint.meta if ours else {}
         if saved and saved.get('model_name') != model_name:
             raise ValueError(f"{pretrained} holds a DeCLIPViT of model '{saved.get('model_name')}', "
                              f"but model_name='{model_name}'")
 
-        clip, self.load_report = create_clip(model_name, None if checkpoint else pretrained, cache_dir, strict,
-                                             weights=None if checkpoint else contents)
-        del contents
+        clip, self.load_report = create_clip(model_name, None if ours else pretrained, cache_dir, strict,
+                                             weights=None if ours else checkpoint)
+        if not ours:
+            checkpoint = None                                         # CLIP weights: loaded into the tower above
         self.visual = clip.visual
         del clip
         self.view = make_view(self.visual)
@@ -149,10 +137,8 @@ class DeCLIPViT(BaseModule):
             raise ValueError(f"last_tap_mode must be one of {MODES} or None, got '{last_tap_mode}'")
         self.last_tap_mode = last_tap_mode
 
-        if checkpoint:
-            result = self.load_state_dict(checkpoint[0], strict=False)
-            self.load_report = LoadReport(list(result.missing_keys), list(result.unexpected_keys), [])
-            self.load_report.check(pretrained, strict)
+        if ours:
+            self.load_report = load_into(self, checkpoint, strict, source=pretrained)
         self._set_trainable()
 
     # ---------------------------------------------------------------- construction helpers

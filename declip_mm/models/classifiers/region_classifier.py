@@ -26,8 +26,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModel
 
 from ...registry import MODELS
-from ...utils import load_weights_file
-from ..backbones.declip_vit import declip_checkpoint_parts
+from ..backbones.checkpoints import stored_settings
 from ..clip_factory import resolve_pretrained
 from ..text.vocabulary import ClassVocabularyMixin
 
@@ -38,20 +37,12 @@ DECLIP_BACKBONES = ('DeCLIPViT', 'declip_mm.DeCLIPViT')
 
 def stored_backbone_settings(backbone: dict) -> dict:
     """What a DeCLIPViT backbone config's ``pretrained`` checkpoint says about itself (``meta.declip``: mode,
-    attn_scale, ...), or {} for none (random init, an open_clip tag or file, the authors' EVA-CLIP/DeCLIP ``.pt``).
-    The file is memory-mapped, so only its small pickled header is read here."""
+    attn_scale, ...), or {} for none (random init, an open_clip tag or file, the authors' EVA-CLIP/DeCLIP ``.pt``):
+    asked of ``models/backbones/checkpoints.py`` (``stored_settings``: only the file's pickled header is read)."""
     if backbone.get('type') not in DECLIP_BACKBONES or not backbone.get('pretrained'):
         return {}
-    path = resolve_pretrained(backbone.get('model_name', 'EVA02-B-16'), backbone['pretrained'],
-                              backbone.get('cache_dir'))
-    if path is None or path.endswith('.safetensors'):
-        return {}
-    try:
-        contents = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
-    except Exception:  # a legacy (non-zip) torch file cannot be memory-mapped; this reads it and names any problem
-        contents = load_weights_file(path)
-    found = declip_checkpoint_parts(contents)
-    return dict(found[1]) if found else {}
+    return stored_settings(resolve_pretrained(backbone.get('model_name', 'EVA02-B-16'), backbone['pretrained'],
+                                              backbone.get('cache_dir')))
 
 
 def masks_to_grid(masks: torch.Tensor, grid) -> torch.Tensor:

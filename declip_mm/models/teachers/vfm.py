@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...registry import MODELS
-from ...utils import load_weights_file
-from ..clip_factory import LoadReport, unwrap_state_dict
+from ..backbones.checkpoints import LoadReport, read_checkpoint
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -111,7 +110,7 @@ class VFMTeacher(nn.Module):
     def _load(self, path: str, strict: bool) -> LoadReport:
         import importlib
         module = importlib.import_module(type(self.model).__module__)
-        state_dict = unwrap_state_dict(load_weights_file(path))
+        state_dict = read_checkpoint(path).require_state_dict()
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.')}  # DINO's unused heads
         state_dict = module.checkpoint_filter_fn(state_dict, self.model)
         result = self.model.load_state_dict(state_dict, strict=False)

@@ -11,8 +11,12 @@ for _path in (REPO, REPO / 'tests'):         # the package and projects, and tes
         sys.path.insert(0, str(_path))
 
 import declip_mm  # noqa: E402,F401
+from declip_mm.constants import TINY_MODELS  # noqa: E402
+from mmengine.logging import MMLogger  # noqa: E402
 
-TINY_MODELS = ('DeCLIP-Tiny-ViT-16', 'DeCLIP-Tiny-EVA02-16')
+# mmengine's default logger, made now: made inside a test that captures output (capsys), its handler would keep that
+# test's stream, closed afterwards, and every later log line would print a 'Logging error' traceback instead
+MMLogger.get_instance('mmengine')
 
 
 def pytest_configure(config):

@@ -225,7 +225,7 @@ def test_bundled_vocabularies_are_byte_identical_to_catseg():
     """Every bundled json has the git blob id of CAT-Seg's file (sha1 of 'blob <size>\\0' + the bytes): the same
     bytes, and every one of CAT-Seg's seven vocabularies is bundled."""
     import hashlib
-    folder = Path(__file__).resolve().parents[1] / 'declip_mm' / 'datasets' / 'catseg_classes'
+    folder = Path(__file__).resolve().parents[1] / 'declip_mm' / 'vocabularies' / 'catseg'
     blobs = {}
     for path in sorted(folder.glob('*.json')):
         data = path.read_bytes()

@@ -37,6 +37,27 @@ def test_vocabulary_forms():
         parse_vocabulary('bundled:nope')
 
 
+def test_one_package_holds_every_bundled_list():
+    """declip_mm/vocabularies: the training-free lists and CAT-Seg's, one finder for both; the old loaders' names
+    (models, datasets) are the same functions, with their rules."""
+    from declip_mm import vocabularies as v
+    from declip_mm.datasets.label_folder import catseg_vocabulary
+    from declip_mm.datasets.ov_detection import class_names_from
+    from declip_mm.apis.vocabulary import read_vocabulary_spec
+    from declip_mm.models.text.vocabulary import load_class_names
+    assert v.bundled() == ['ade20k', 'cityscapes', 'coco_object', 'coco_panoptic', 'coco_stuff', 'lvis_v1', 'pc59',
+                           'pc60', 'voc20', 'voc21']
+    assert v.bundled('catseg') == ['ade150', 'ade847', 'coco', 'pc459', 'pc59', 'voc20', 'voc20b']
+    assert catseg_vocabulary is v.catseg_vocabulary and load_class_names is v.load_class_names
+    for name in v.bundled():
+        assert v.load_bundled(name) == load_class_names(name) == read_vocabulary_spec(f'bundled:{name}')
+    assert class_names_from('lvis_v1') == v.load_bundled('lvis_v1')
+    assert v.load_bundled('ade847', 'catseg')[1] == 'building, edifice' and catseg_vocabulary('ade847')[1] == 'building'
+    with pytest.raises(FileNotFoundError, match="no bundled catseg list 'nope'"):
+        v.load_bundled('nope', 'catseg')
+    assert v.bundled_file('../catseg/ade150') is None and v.bundled_file('voc21') == v.CLASS_NAME_DIR / 'voc21.txt'
+
+
 def test_vocabulary_files(tmp_path):
     lines = tmp_path / 'classes.txt'
     lines.write_text('# my classes\ncat\n\nsofa; couch\n')

@@ -5,6 +5,7 @@ _base_ = [
     '../_base_/datasets/ov_seg/voc21.py',
 ]
 model = dict(
+    # mean / std: declip_mm.constants.CLIP_MEAN_255_ROUNDED / CLIP_STD_255_ROUNDED (the authors' configs)
     data_preprocessor=dict(eval_preprocessor=dict(
         type='mmseg.SegDataPreProcessor', mean=[122.771, 116.746, 104.094], std=[68.501, 66.632, 70.323],
         bgr_to_rgb=True, pad_val=0, seg_pad_val=255)),

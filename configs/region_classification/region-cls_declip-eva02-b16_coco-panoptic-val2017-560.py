@@ -15,6 +15,7 @@ _base_ = ['../_base_/default_runtime.py']
 image_size = 560
 model = dict(
     type='RegionClassifier',
+    # mean / std: declip_mm.constants.CLIP_MEAN_255_ROUNDED / CLIP_STD_255_ROUNDED (the authors' configs)
     data_preprocessor=dict(type='ImgDataPreprocessor', mean=[122.771, 116.746, 104.094],
                            std=[68.501, 66.632, 70.323], bgr_to_rgb=True, pad_size_divisor=1),
     backbone=dict(type='DeCLIPViT', model_name='EVA02-B-16', pretrained='merged2b_s8b_b131k', mode=None,

@@ -7,30 +7,14 @@ Each sample carries the dataset's class count and ``ignore_index`` (``num_classe
 ``LoadFullRangeAnnotations`` (``datasets/transforms/load_labels.py``) checks every label value against: A-847 and
 PC-459 labels are 16-bit (ignore 65535 / 459), and a value that is neither a class nor the ignore index raises an
 error naming the file instead of becoming a wrong class."""
-import json
 from pathlib import Path
 from typing import List, Sequence, Union
 
 from mmseg.datasets import BaseSegDataset
 
 from ..registry import DATASETS
-
-CATSEG_CLASS_DIR = Path(__file__).resolve().parent / 'catseg_classes'
-
-
-def catseg_vocabulary(spec: Union[str, Sequence[str]]) -> List[str]:
-    """CAT-Seg's vocabularies: a list or a json list of names (synonyms ', '-separated; the FIRST is used, whatever
-    the source, as DeCLIP_CATSeg's ``get_text_embeds``), or a bundled json: 'coco' (171, training), 'ade150', 'ade847', 'pc59', 'pc459', 'voc20',
-    'voc20b' (``catseg_classes/``, CAT-Seg @6d3a188 ``datasets/*.json``)."""
-    if not isinstance(spec, str):
-        return [name.split(', ')[0] for name in spec]
-    path = Path(spec)
-    if not path.is_file():
-        path = CATSEG_CLASS_DIR / f'{spec}.json'
-    if not path.is_file():
-        raise FileNotFoundError(f"CAT-Seg vocabulary '{spec}' is neither a json file nor one of "
-                                f"{sorted(p.stem for p in CATSEG_CLASS_DIR.glob('*.json'))}")
-    return [name.split(', ')[0] for name in json.loads(path.read_text())]
+# CAT-Seg's vocabularies are bundled with every other class list (declip_mm/vocabularies/); the old names stay
+from ..vocabularies import CATSEG_DIR as CATSEG_CLASS_DIR, catseg_vocabulary  # noqa: F401
 
 
 @DATASETS.register_module()

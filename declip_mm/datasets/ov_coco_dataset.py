@@ -67,7 +67,7 @@ class OVLVISV1Dataset(LVISV1Dataset):
             raise ValueError(f"{self.ann_file}: label {i} would be the category '{got}' but classes[{i}] is '{want}' "
                              f'({len(by_label)} categories found for {len(classes)} classes): give an LVIS v1 '
                              'annotation file with the official categories, listed in id order (classes are the '
-                             'official LVIS v1 names, models/text/class_names/lvis_v1.txt)')
+                             'official LVIS v1 names, vocabularies/class_names/lvis_v1.txt)')
         self.__dict__['_lvis_api'] = api
 
     @lvis.deleter

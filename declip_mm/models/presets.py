@@ -15,8 +15,9 @@ import open_clip
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.eva import Eva
 
+from ..constants import TINY_MODELS  # noqa: F401  (the presets' names live there, for the light CLI)
+
 MODEL_CONFIG_DIR = Path(__file__).parent / 'model_configs'
-TINY_MODELS = ('DeCLIP-Tiny-ViT-16', 'DeCLIP-Tiny-EVA02-16')
 
 
 default_cfgs = generate_default_cfgs({  # timm reads this module-level name when registering the model

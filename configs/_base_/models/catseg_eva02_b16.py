@@ -4,6 +4,7 @@
 # 128-d, window 12, 256 class slots), pooling 2 x 2 in training and 1 x 1 at test, CLIP mean/std.
 model = dict(
     type='CATSeg',
+    # mean / std: declip_mm.constants.CLIP_MEAN_255 / CLIP_STD_255 (CAT-Seg's PIXEL_MEAN / PIXEL_STD)
     data_preprocessor=dict(type='SegDataPreProcessor', mean=[122.7709383, 116.7460125, 104.09373615],
                            std=[68.5005327, 66.6321579, 70.3231630], bgr_to_rgb=True, pad_val=0, seg_pad_val=255,
                            size=(384, 384)),

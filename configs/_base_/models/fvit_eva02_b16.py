@@ -7,6 +7,7 @@ norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     type='FViT',
     # ImageNet mean/std into EVA-CLIP, as CLIPSelf's F-ViT (not the CLIP statistics); padded after normalisation
+    # (declip_mm.constants.IMAGENET_MEAN_255 / IMAGENET_STD_255)
     data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
                            bgr_to_rgb=True, pad_size_divisor=640),
     backbone=dict(type='DeCLIPViT', model_name='EVA02-B-16', pretrained='checkpoints/declip_eva02_b16.pth',

@@ -8,6 +8,7 @@
 # 'maskclip' for the CLIP / MaskCLIP baselines).
 model = dict(
     type='TrainingFreeSegmentor',
+    # mean / std: declip_mm.constants.CLIP_MEAN_255_ROUNDED / CLIP_STD_255_ROUNDED (the authors' configs)
     data_preprocessor=dict(type='SegDataPreProcessor', mean=[122.771, 116.746, 104.094],
                            std=[68.501, 66.632, 70.323], bgr_to_rgb=True, pad_val=0, seg_pad_val=255),
     backbone=dict(type='DeCLIPViT', model_name='EVA02-B-16', pretrained='merged2b_s8b_b131k', mode=None,

@@ -26,8 +26,8 @@ from mmdet.structures.bbox import get_box_tensor, scale_boxes
 from mmengine.structures import InstanceData
 from torch import nn
 
-from ...datasets.ov_detection import class_names_from
 from ...registry import MODELS
+from ...vocabularies.detection import class_names_from
 from ..losses.ov_cross_entropy import ZERO_WEIGHT
 from ..text.embedding_file import BACKGROUND, load_class_embeddings
 

@@ -18,14 +18,13 @@ import torch.nn.functional as F
 from mmengine.dist import all_reduce, get_world_size
 from mmengine.model import BaseDataPreprocessor, BaseModel
 
+from ...constants import CLIP_MEAN_255 as CLIP_MEAN, CLIP_STD_255 as CLIP_STD  # noqa: F401 (old names)
+from ...constants import IMAGENET_MEAN_255, IMAGENET_STD_255
 from ...registry import MODELS
 from ..losses import complete_with_diffusion, cosine_matrix, student_affinity
-from ..teachers.vfm import IMAGENET_MEAN, IMAGENET_STD
 from .teacher_cache import TeacherCache, state_digest, weights_digest
 
 CONTEXT_FEATURES = ('context', 'dense')   # what the context loss reads: q / k (DeCLIP) or the dense map
-CLIP_MEAN = (122.770938, 116.7460125, 104.09373615)   # open_clip OPENAI_DATASET_MEAN * 255
-CLIP_STD = (68.5005327, 66.6321579, 70.32316305)
 
 
 def _normalizer(mean, std):
@@ -48,7 +47,7 @@ class DistillDataPreprocessor(BaseDataPreprocessor):
         eval_preprocessor (dict, optional): config of the preprocessor for validation batches. Defaults to None.
     """
 
-    def __init__(self, clip_mean=CLIP_MEAN, clip_std=CLIP_STD, vfm_mean=IMAGENET_MEAN, vfm_std=IMAGENET_STD,
+    def __init__(self, clip_mean=CLIP_MEAN, clip_std=CLIP_STD, vfm_mean=IMAGENET_MEAN_255, vfm_std=IMAGENET_STD_255,
                  eval_preprocessor: Optional[dict] = None):
         super().__init__()
         for name, (m, s) in dict(clip=_normalizer(clip_mean, clip_std), vfm=_normalizer(vfm_mean, vfm_std)).items():

@@ -21,8 +21,8 @@ from mmseg.models.segmentors import BaseSegmentor
 from torch import nn
 
 from ...registry import MODELS
+from ...vocabularies import catseg_vocabulary
 from ..clip_factory import create_clip
-from ...datasets.label_folder import catseg_vocabulary
 from .catseg_inference import sliding_window_probabilities
 
 VISION_TRAINABLE = re.compile(r'blocks\.\d+\.attn\.(q_proj|v_proj)\.weight$')

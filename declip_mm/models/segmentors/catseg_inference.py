@@ -13,8 +13,7 @@ from typing import Callable, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-CLIP_PIXEL_MEAN = (122.7709383, 116.7460125, 104.09373615)
-CLIP_PIXEL_STD = (68.5005327, 66.6321579, 70.3231630)
+from ...constants import CLIP_MEAN_255 as CLIP_PIXEL_MEAN, CLIP_STD_255 as CLIP_PIXEL_STD  # CAT-Seg's PIXEL_MEAN / STD
 
 
 def window_coverage(out_res: int, kernel: int, stride: int) -> torch.Tensor:

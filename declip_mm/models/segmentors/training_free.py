@@ -27,6 +27,7 @@ from mmengine.structures import PixelData
 from mmseg.models.segmentors import BaseSegmentor, EncoderDecoder
 from mmseg.structures import SegDataSample
 
+from ...constants import SEGMENTATION_PROTOCOL
 from ...registry import MODELS
 from ..text.vocabulary import ClassVocabularyMixin, load_class_names  # noqa: F401 (re-exported)
 
@@ -89,8 +90,8 @@ class TrainingFreeSegmentor(ClassVocabularyMixin, EncoderDecoder):
     """
 
     def __init__(self, backbone: dict, text_encoder: dict, class_names: Union[str, Sequence[str]],
-                 logit_scale: float = 40.0, bg_thresh: float = 0.0, bg_index: int = 0, mode: Optional[str] = None,
-                 test_cfg: dict = dict(mode='slide', crop_size=(336, 336), stride=(112, 112)),
+                 logit_scale: float = SEGMENTATION_PROTOCOL.logit_scale, bg_thresh: float = 0.0, bg_index: int = 0,
+                 mode: Optional[str] = None, test_cfg: dict = SEGMENTATION_PROTOCOL.test_cfg(),
                  data_preprocessor: Optional[dict] = None, init_cfg=None):
         BaseSegmentor.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         # a built DeCLIPViT may be passed (the distiller evaluates its student this way)

@@ -15,11 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...constants import IMAGENET_MEAN_255 as IMAGENET_MEAN, IMAGENET_STD_255 as IMAGENET_STD  # 0-255 scale
 from ...registry import MODELS
 from ..backbones.checkpoints import LoadReport, read_checkpoint
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 VFM_ARCHS = {
     'dinov2_vits14': 'vit_small_patch14_dinov2',

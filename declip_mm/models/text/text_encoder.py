@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 
+from ...constants import SYNONYM_SEPARATOR
 from ...registry import MODELS
 from ..clip_factory import create_clip, resolve_pretrained
 from .prompts import PROMPT_BUILDERS, TEMPLATE_SETS, template_formatter
-
-SYNONYM_SEPARATOR = ';'
 
 
 def split_synonyms(name: str) -> List[str]:

@@ -1,27 +1,10 @@
-"""Class vocabularies: class-name lists (bundled files or user lists) and their text embeddings as buffers."""
-from pathlib import Path
-from typing import List, Sequence, Union
-
+"""Class vocabularies of models: class names (a list, a file or a bundled list, ``declip_mm/vocabularies/``) and their
+text embeddings as buffers."""
 import torch
 
 from ...registry import MODELS
+from ...vocabularies import CLASS_NAME_DIR, load_class_names  # noqa: F401  (bundled lists: declip_mm/vocabularies/)
 from .text_encoder import ClassEmbeddings
-
-CLASS_NAME_DIR = Path(__file__).resolve().parent / 'class_names'
-
-
-def load_class_names(names: Union[str, Sequence[str]]) -> List[str]:
-    """A list of names, a bundled file name ('voc21', 'ade20k', ...), or a path; '#' lines are comments."""
-    if not isinstance(names, str):
-        return list(names)
-    path = Path(names)
-    if not path.is_file():
-        path = CLASS_NAME_DIR / f'{names}.txt'
-    if not path.is_file():
-        bundled = sorted(p.stem for p in CLASS_NAME_DIR.glob('*.txt'))
-        raise FileNotFoundError(f"class names '{names}' is neither a file nor a bundled list ({bundled})")
-    lines = [ln.strip() for ln in path.read_text().splitlines()]
-    return [ln for ln in lines if ln and not ln.startswith('#')]
 
 
 class ClassVocabularyMixin:

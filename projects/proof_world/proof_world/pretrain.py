@@ -24,14 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from declip_mm.constants import CLIP_MEAN, CLIP_STD  # 0-1 scale: what our CLIP configs use
+
 from .cache import cached_paths, publish, read_report, save_with_report
 from .data import WorldSplit, load_split
 from .world import CLASS_NAMES, NUM_STUFF, make_caption, read_world_params
 
 CLIP_MODEL = 'DeCLIP-Proof-ViT-8'
 CLIP_TRAINING_VERSION = 1   # bump with any change here or in data.py that alters the trained weights
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)   # open_clip's OPENAI_DATASET_MEAN / STD: what our CLIP configs use
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CROP_SHOWN, CROP_CUT, CROP_STUFF = 0.6, 0.15, 0.04
 
 

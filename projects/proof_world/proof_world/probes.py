@@ -38,7 +38,7 @@ def presence_retrieval(model_name: str, checkpoint, world_root, split: str = 'va
     """Zero-shot presence retrieval of the CLIP ``checkpoint`` on ``split`` (see the module doc)."""
     from declip_mm.models.clip_factory import create_clip
     from declip_mm.models.text.text_encoder import OpenCLIPTextEncoder
-    from .pretrain import CLIP_MEAN, CLIP_STD
+    from declip_mm.constants import CLIP_MEAN, CLIP_STD
     data = load_split(world_root, split, limit)
     text = OpenCLIPTextEncoder(model_name=model_name, pretrained=str(checkpoint), templates=templates,
                                synonym_reduce='mean', embedding_cache=False)
@@ -144,7 +144,7 @@ def clip_dense_probe(model_name: str, checkpoint, world_root, modes=('vanilla', 
     """:func:`patch_knn_accuracy` of the CLIP's dense map (``DeCLIPViT.extract_dense``, at its input size) in each
     last-block mode: how local a global CLIP's patch tokens are before any distillation."""
     from declip_mm.models.backbones.declip_vit import DeCLIPViT
-    from .pretrain import CLIP_MEAN, CLIP_STD
+    from declip_mm.constants import CLIP_MEAN, CLIP_STD
     out = {}
     for mode in modes:
         backbone = DeCLIPViT(model_name=model_name, pretrained=str(checkpoint), mode=mode, trainable='none')

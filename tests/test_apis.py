@@ -304,3 +304,103 @@ def test_concurrent_calls_with_different_vocabularies(segmenter, photo):
     assert not errors
     for v, probs in results.items():
         assert all(np.array_equal(p, alone[v]) for p in probs)
+
+
+# ------------------------------------------------------------------ protocol defaults and overlays
+def test_one_home_for_the_segmentation_defaults(segmenter):
+    """OpenVocabSegmenter (None = the protocol's), TrainingFreeSegmentor and the command line take their defaults
+    from declip_mm.constants.SEGMENTATION_PROTOCOL; the values are the benchmark protocol's."""
+    import inspect
+
+    from declip_mm.constants import SEGMENTATION_PROTOCOL as P
+    from declip_mm.models.segmentors.training_free import TrainingFreeSegmentor
+    assert (P.mode, P.logit_scale, P.bg_thresh, P.window, P.stride, P.short_side, P.max_long_side) == \
+        ('csa', 40.0, 0.2, 336, 112, 448, 4096)
+    assert segmenter.model.test_cfg == dict(mode='slide', crop_size=(336, 336), stride=(112, 112))
+    assert (segmenter.model.logit_scale, segmenter.model.mode, segmenter.bg_thresh) == (40.0, 'csa', 0.2)
+    assert segmenter.size_rule['short_side'] == 448 and segmenter.size_rule['max_long_side'] == 4096
+    defaults = inspect.signature(TrainingFreeSegmentor).parameters
+    assert defaults['logit_scale'].default == 40.0 and defaults['test_cfg'].default == P.test_cfg()
+    assert P.test_cfg(window=0) == dict(mode='whole')
+
+
+def legacy_overlay(image, labels, class_names, alpha=0.5):
+    """The overlay as drawn before the visualisation module (PIL's default font, the seeded palette)."""
+    from PIL import ImageDraw
+    palette = np.random.default_rng(3).integers(40, 255, size=(len(class_names), 3)).astype(np.uint8)
+    blend = (image * (1 - alpha) + palette[labels] * alpha).astype(np.uint8)
+    present = list(np.unique(labels))
+    canvas = Image.new('RGB', (image.shape[1], image.shape[0] + 18 * len(present) + 6), (255, 255, 255))
+    canvas.paste(Image.fromarray(blend), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, c in enumerate(present):
+        y = image.shape[0] + 4 + 18 * i
+        draw.rectangle([4, y, 18, y + 14], fill=tuple(int(v) for v in palette[c]))
+        draw.text((24, y), class_names[c], fill=(0, 0, 0))
+    return canvas
+
+
+def legend_rows(picture, image_h, rows):
+    """The name part (x >= 22) of each legend row of an overlay, as arrays."""
+    a = np.array(picture)
+    return [a[image_h + 4 + 18 * i - 2: image_h + 4 + 18 * i + 16, 22:] for i in range(rows)]
+
+
+CJK_EMOJI = ['猫', 'ねこ', '\U0001F431']
+
+
+def test_overlays_of_ascii_names_are_unchanged_and_share_one_palette(photo):
+    from declip_mm.apis.visualization import class_palette, detection_overlay, segmentation_overlay
+    image = np.ascontiguousarray(photo[:60, :90])
+    labels = np.repeat(np.arange(3), 30)[None].repeat(60, 0)
+    names = ['cat', 'dog', 'sofa']
+    assert np.array_equal(np.array(segmentation_overlay(image, labels, names)),
+                          np.array(legacy_overlay(image, labels, names)))
+    boxes = np.array([[5., 5., 40., 40.], [50., 10., 85., 55.]])
+    det = np.array(detection_overlay(image, boxes, np.array([0.9, 0.5]), np.array([0, 2]), names))
+    palette = class_palette(3)
+    assert (det[5, 20] == palette[0]).all() and (det[30, 85] == palette[2]).all()      # box outlines
+
+
+def test_legend_draws_cjk_and_emoji_names(photo):
+    """Class names in Chinese, Japanese and emoji are drawn with a font found here that has them (not as the default
+    font's empty boxes); the emoji in colour."""
+    import warnings
+
+    from declip_mm.apis import fonts
+    from declip_mm.apis.visualization import segmentation_overlay
+    missing = [c for c in ''.join(CJK_EMOJI) if not any(f.covers(c) for f in fonts.fallback_faces())]
+    if missing:
+        pytest.skip(f'no font on this machine has {missing}: apt-get install fonts-noto-cjk fonts-noto-color-emoji')
+    image = np.full((40, 120, 3), 128, np.uint8)
+    labels = np.repeat(np.arange(3), 40)[None].repeat(40, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', fonts.MissingGlyphWarning)
+        drawn = legend_rows(segmentation_overlay(image, labels, CJK_EMOJI), 40, 3)
+    boxes = legend_rows(legacy_overlay(image, labels, CJK_EMOJI), 40, 3)        # PIL's default font: boxes
+    for name, row, box in zip(CJK_EMOJI, drawn, boxes):
+        ink = (row < 200).any(-1)
+        assert ink.sum() >= 12 * len(name) and not np.array_equal(row, box), name
+    for name, row in zip(CJK_EMOJI[:2], drawn[:2]):                              # the CJK font's own glyphs
+        face = next(f for f in fonts.fallback_faces() if all(f.covers(c) for c in name) and not f.color)
+        alone = Image.new('RGB', (row.shape[1], row.shape[0]), (255, 255, 255))
+        from PIL import ImageDraw
+        ImageDraw.Draw(alone).text((2, 2 + fonts._default_font().getmetrics()[0]), name, fill=(0, 0, 0),
+                                   font=face.font, anchor='ls')
+        assert np.array_equal(row, np.array(alone)), name
+    emoji = drawn[2].astype(int)
+    assert ((emoji.max(-1) - emoji.min(-1)) > 60).sum() >= 10                    # coloured pixels
+
+
+def test_legend_without_a_font_for_its_names_warns(photo, monkeypatch):
+    """Where no font here has a character, the legend is still drawn (the default font's box) and a
+    MissingGlyphWarning names the characters and what to install; names the default font has are unaffected."""
+    from declip_mm.apis import fonts
+    from declip_mm.apis.visualization import segmentation_overlay
+    monkeypatch.setattr(fonts, 'fallback_faces', lambda: ())
+    image = np.full((40, 120, 3), 128, np.uint8)
+    labels = np.repeat(np.arange(3), 40)[None].repeat(40, 0)
+    names = ['cat', '猫', 'dog']
+    with pytest.warns(fonts.MissingGlyphWarning, match=r"'猫' \(U\+732B\).*apt-get install fonts-noto-cjk"):
+        picture = segmentation_overlay(image, labels, names)
+    assert np.array_equal(np.array(picture), np.array(legacy_overlay(image, labels, names)))

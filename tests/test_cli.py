@@ -1,6 +1,7 @@
 """The ``declip-mm`` command (in-process ``declip_mm.cli.main``) on tiny random towers and the
 sample photos: outputs, corrupt inputs skipped and counted, vocabulary errors, videos, features, detection."""
 import json
+import os
 import subprocess
 import sys
 import types
@@ -62,6 +63,76 @@ def test_python_m_help():
     assert proc.returncode == 0, proc.stderr
     for command in ('segment', 'detect', 'features', 'serve'):
         assert command in proc.stdout
+
+
+HEAVY = ('torch', 'torchvision', 'mmengine', 'mmcv', 'mmdet', 'mmseg', 'open_clip', 'timm', 'diffusers')
+
+
+def imported_heavy(importtime_stderr: str):
+    """The heavy packages in a ``python -X importtime`` report (one 'import time: self | cumulative | name' line per
+    imported module)."""
+    names = {line.rsplit('|', 1)[-1].strip() for line in importtime_stderr.splitlines()
+             if line.startswith('import time:')}
+    return sorted(name for name in names if name.split('.')[0] in HEAVY)
+
+
+@pytest.mark.parametrize('argv, code, message', [
+    (['--help'], 0, ''),
+    (['segment', '--help'], 0, ''),
+    (['serve', '--help'], 0, ''),
+    (['segment', 'no_such_folder', '--vocab', 'cat', '--out', 'o'], 2, 'no_such_folder: no such file or folder'),
+    (['segment', '{photo}', '--vocab', 'cat', '--out', '{out}', '--bogus'], 2, 'unrecognized arguments: --bogus'),
+    (['segment', '{photo}', '--vocab', 'cat', '--out', '{out}', '--window', '-1'], 2, '--window must be'),
+    (['segment', '{photo}', '--vocab', 'bundled:nope', '--out', '{out}'], 2, "no bundled vocabulary 'nope'"),
+    (['segment', '{photo}', '--vocab', 'cat,cat', '--out', '{out}'], 2, "'cat' is given twice"),
+    (['segment', '{photo}', '--vocab', 'cat', '--out', '{out}', '--model-name', 'EVA02-B-16'], 2, 'random weights'),
+])
+def test_help_and_usage_errors_need_no_torch(argv, code, message, sample_root, tmp_path):
+    """``python -m declip_mm`` parses and checks its arguments without importing torch or any OpenMMLab package
+    (the checks that need no model answer in a fraction of a second), with the exit status and message as ever."""
+    photo = sorted((sample_root / 'voc/JPEGImages').glob('*.jpg'))[0]
+    argv = [a.format(photo=photo, out=tmp_path / 'o') for a in argv]
+    proc = subprocess.run([sys.executable, '-X', 'importtime', '-m', 'declip_mm', *argv], capture_output=True,
+                          text=True, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    assert proc.returncode == code and message in proc.stderr, proc.stderr[-2000:]
+    assert imported_heavy(proc.stderr) == []
+    assert not (tmp_path / 'o').exists()
+
+
+def test_console_script_help_needs_no_torch(tmp_path):
+    """The console script (a file named declip-mm that calls ``declip_mm.cli:main``, as pip writes it): ``--help``
+    imports no heavy package; the package itself, imported anywhere else, registers every module."""
+    script = tmp_path / 'declip-mm'
+    script.write_text('import atexit, sys\n'
+                      'atexit.register(lambda: print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in '
+                      f'{HEAVY!r}), file=sys.stderr))\n'
+                      'from declip_mm.cli import main\n'
+                      'sys.exit(main())\n')
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, str(script), '--help'], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0 and 'segment' in proc.stdout and 'LOADED []' in proc.stderr, proc.stderr[-2000:]
+    code = ('import declip_mm, sys\n'
+            'from mmengine.registry import MODELS\n'
+            'print(sorted(n for n in ("DeCLIPViT", "TrainingFreeSegmentor", "FViT") if n in MODELS.module_dict))')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and "['DeCLIPViT', 'FViT', 'TrainingFreeSegmentor']" in proc.stdout, proc.stderr
+
+
+@pytest.mark.slow
+def test_python_m_segment_registers_then_runs(sample_root, tmp_path):
+    """Through the light path (``python -m declip_mm``), a command registers the package's modules before it builds
+    the model, and runs as in-process: one photo segmented with random towers."""
+    photo = sorted((sample_root / 'voc/JPEGImages').glob('*.jpg'))[0]
+    out = tmp_path / 'o'
+    proc = subprocess.run([sys.executable, '-m', 'declip_mm', 'segment', str(photo), '--vocab', 'cat,dog', '--out',
+                           str(out), '--random-weights', '--device', 'cpu', '--quiet', '--precision', 'fp32'],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(REPO), DECLIP_CACHE=str(tmp_path / 'cache')),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {p.name for p in out.iterdir()} == {f'{photo.stem}_overlay.png', f'{photo.stem}_labels.png',
+                                               f'{photo.stem}.json', 'summary.json'}
 
 
 def test_segment_writes_results_and_skips_bad_files(photos, tmp_path, capsys):

@@ -23,9 +23,9 @@ import torch
 
 from .image_size import MAX_ASPECT, check_aspect
 from .inputs import as_rgb_image
-from .open_vocab import draw_note
 from .precision import autocast, check_device, resolve_precision
 from .random_weights import warn_if_random
+from .visualization import detection_overlay
 from .vocabulary import Vocabulary, parse_vocabulary
 
 
@@ -51,17 +51,8 @@ class DetectionResult:
 
     def overlay(self, line_width: int = 2, note: Optional[str] = None):
         """A PIL image: the photo with each box, its class and score; ``note`` on a red band on top."""
-        from PIL import Image, ImageDraw
-        rng = np.random.default_rng(3)
-        palette = [tuple(int(v) for v in c) for c in rng.integers(40, 255, size=(len(self.class_names), 3))]
-        canvas = Image.fromarray(self.image.copy())
-        draw = ImageDraw.Draw(canvas)
-        for box, score, label in zip(self.boxes, self.scores, self.labels):
-            colour = palette[int(label)]
-            x1, y1, x2, y2 = (float(v) for v in box)
-            draw.rectangle([x1, y1, x2, y2], outline=colour, width=line_width)
-            draw.text((x1 + 2, max(0.0, y1 - 12)), f'{self.class_names[int(label)]} {score:.2f}', fill=colour)
-        return canvas if note is None else draw_note(canvas, note)
+        return detection_overlay(self.image, self.boxes, self.scores, self.labels, self.class_names,
+                                 line_width=line_width, note=note)
 
 
 class OpenVocabDetector:
@@ -136,7 +127,7 @@ class OpenVocabDetector:
 
     @staticmethod
     def _base_classes(head) -> List[str]:
-        from ..datasets.ov_detection import class_names_from
+        from ..vocabularies.detection import class_names_from
         from ..models.losses.ov_cross_entropy import ZERO_WEIGHT, OVCrossEntropyLoss
         try:
             names = class_names_from(head.cls_predictor_cfg.class_names)

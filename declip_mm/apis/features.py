@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..constants import CLIP_MEAN_255_ROUNDED, CLIP_STD_255_ROUNDED, TINY_MODELS
 from .image_size import MAX_ASPECT, check_aspect, rescaled
 from .inputs import as_rgb_image, to_rgb_uint8
-from .open_vocab import SEG_MEAN, SEG_STD
 from .precision import autocast, check_device, resolve_precision
 from .random_weights import warn_if_random
 
@@ -64,7 +64,7 @@ class DenseFeatureExtractor:
         max_aspect (float): images more elongated than this are refused. Defaults to 64.0.
     """
 
-    def __init__(self, model_name: str = 'DeCLIP-Tiny-ViT-16', backbone: Optional[str] = None, device='cpu',
+    def __init__(self, model_name: str = TINY_MODELS[0], backbone: Optional[str] = None, device='cpu',
                  precision: str = 'auto', mode: Optional[str] = None, attn_scale=None, long_side: int = 448,
                  batch_size: int = 8, max_aspect: float = MAX_ASPECT):
         warn_if_random(model_name, backbone=backbone)
@@ -108,8 +108,8 @@ class DenseFeatureExtractor:
             raise ValueError(f'long_side {long_side} is below the patch size {p}')
         self.long_side = int(math.ceil(long_side / p) * p)
         self.batch_size, self.max_aspect = batch_size, max_aspect
-        self.mean = torch.tensor(SEG_MEAN, device=self.device).view(3, 1, 1)
-        self.std = torch.tensor(SEG_STD, device=self.device).view(3, 1, 1)
+        self.mean = torch.tensor(CLIP_MEAN_255_ROUNDED, device=self.device).view(3, 1, 1)   # the protocols' CLIP
+        self.std = torch.tensor(CLIP_STD_255_ROUNDED, device=self.device).view(3, 1, 1)     # mean / std
 
     @property
     def embed_dim(self) -> int:

@@ -12,6 +12,8 @@
 
 ``collect_inputs`` expands files, folders (their images and videos, sorted, not recursive) and glob patterns;
 a path that does not exist or a pattern that matches nothing is an :class:`InputError` before any work starts.
+``iter_inputs`` streams the collected files as :class:`InputItem` (each image, each sampled video frame) or
+:class:`Skipped` (a file that cannot be read, and why): the ``declip-mm`` runs (``runs.py``) consume that stream.
 """
 import glob
 import math
@@ -38,6 +40,21 @@ class InputItem(NamedTuple):
     source: str
     frame: Optional[int] = None
     time: Optional[float] = None
+
+
+class Skipped(NamedTuple):
+    """An input that could not be used: its ``source`` file and the ``reason``."""
+    source: str
+    reason: str
+
+    @classmethod
+    def of(cls, source: str, error: Exception) -> 'Skipped':
+        """The reason without the file name that input errors start with (the source holds it)."""
+        reason = str(error)
+        for prefix in (f'{source}: ', f'{Path(source)}: '):
+            if reason.startswith(prefix):
+                reason = reason[len(prefix):]
+        return cls(source, reason)
 
 
 def is_video(path: Union[str, Path]) -> bool:
@@ -160,6 +177,38 @@ def video_sample_count(path: Union[str, Path], fps: float) -> Optional[int]:
     if not native or not count or native <= 0 or count <= 0:
         return None
     return int(math.floor((count - 1) / native * fps + 1e-6)) + 1
+
+
+def iter_inputs(files: Sequence[Path], fps: float, taken: set) -> Iterator[Union[InputItem, Skipped]]:
+    """Every image, and every sampled frame of every video, of ``files`` as an :class:`InputItem` named uniquely
+    among ``taken`` (:func:`unique_name`; videos' frames ``<stem>_f<index>``), or a :class:`Skipped` with its
+    reason. Decoded one at a time, as the caller asks for them."""
+    for path in files:
+        if is_video(path):
+            stem = unique_name(path.stem, taken)
+            try:
+                for index, t, frame in video_frames(path, fps):
+                    yield InputItem(f'{stem}_f{index:06d}', frame, str(path), index, t)
+            except InputError as err:
+                yield Skipped.of(str(path), err)
+            continue
+        try:
+            image = load_image(path)
+        except InputError as err:
+            yield Skipped.of(str(path), err)
+            continue
+        yield InputItem(unique_name(path.stem, taken), image, str(path))
+
+
+def count_items(files: Sequence[Path], fps: float) -> Optional[int]:
+    """How many items :func:`iter_inputs` will give for ``files`` (None when a video's frame count is unknown)."""
+    total = 0
+    for p in files:
+        n = video_sample_count(p, fps) if is_video(p) else 1
+        if n is None:
+            return None
+        total += n
+    return total
 
 
 def collect_inputs(specs: Sequence[str]) -> List[Path]:

@@ -1,9 +1,17 @@
-"""A warning, never silence, when a user-facing model runs with randomly initialised towers."""
+"""Random towers never pass for results: a warning, never silence, when a user-facing model runs with randomly
+initialised towers, and the note that every output of such a run carries."""
 import logging
 
-from mmengine.logging import print_log
+from ..constants import TINY_MODELS
 
-from ..models.presets import TINY_MODELS
+RANDOM_NOTE = 'RANDOM WEIGHTS: results are meaningless'
+
+
+def print_log(msg, logger='current', level=logging.INFO) -> None:
+    """mmengine's ``print_log``, imported when a warning is due (the command line reads this module before it
+    imports anything heavy)."""
+    from mmengine.logging import print_log as log
+    log(msg, logger=logger, level=level)
 
 
 def warn_if_random(model_name: str, **weights) -> None:

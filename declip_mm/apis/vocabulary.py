@@ -6,7 +6,8 @@ Rules (docs/inference.md):
   ``.txt`` / ``.csv`` / ``.json`` / ``.names``, or contains a path separator) and does not exist is an error;
   anything else is comma-separated class names, so ``"cat"`` is the one class 'cat';
 * a file holds one class per line (``#`` lines are comments), or comma-separated names;
-* ``bundled:NAME`` is one of the bundled benchmark lists (``bundled:voc21``, ``bundled:ade20k``, ...);
+* ``bundled:NAME`` is one of the bundled benchmark lists (``bundled:voc21``, ``bundled:ade20k``, ...;
+  ``declip_mm/vocabularies/class_names/``);
 * a class may list synonyms separated by ``;`` (``"sofa; couch"``): all of them are text queries of one class,
   shown by the first;
 * an empty vocabulary, an empty class (``"cat,,dog"``) and a name given twice (also as a synonym of another
@@ -19,8 +20,8 @@ import os
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 
-from ..models.text.text_encoder import SYNONYM_SEPARATOR
-from ..models.text.vocabulary import CLASS_NAME_DIR
+from ..constants import SYNONYM_SEPARATOR
+from ..vocabularies import bundled, bundled_file
 
 PATH_SUFFIXES = ('.txt', '.csv', '.json', '.names', '.lst')
 BUNDLED_PREFIX = 'bundled:'
@@ -64,10 +65,9 @@ def read_vocabulary_spec(spec: Union[str, Sequence[str]]) -> List[str]:
     text = spec.strip()
     if text.startswith(BUNDLED_PREFIX):
         name = text[len(BUNDLED_PREFIX):]
-        path = CLASS_NAME_DIR / f'{name}.txt'
-        if not path.is_file():
-            bundled = sorted(p.stem for p in CLASS_NAME_DIR.glob('*.txt'))
-            raise VocabularyError(f"no bundled vocabulary '{name}' (bundled: {', '.join(bundled)})")
+        path = bundled_file(name)
+        if path is None:
+            raise VocabularyError(f"no bundled vocabulary '{name}' (bundled: {', '.join(bundled())})")
         return _read_file(path)
     path = Path(text).expanduser()
     if text and path.is_file():

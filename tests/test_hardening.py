@@ -262,3 +262,11 @@ def test_nonsense_numbers_are_refused_before_any_work(photos, tmp_path, capsys, 
                  '--out', str(out), '--quiet', '--random-weights'])
     err = capsys.readouterr().err
     assert code == 2 and message in err and 'Traceback' not in err and not out.exists()
+
+
+def test_the_catseg_converter_reads_safely(evil, tmp_path):
+    from tools.converters.catseg_d2_to_declip import convert
+    path, marker = evil
+    with pytest.raises(UntrustedCheckpointError):
+        convert(str(path), str(tmp_path / 'out.pth'), 'configs/catseg/catseg_declip-eva02-b16_coco-stuff-384_80k.py')
+    assert not marker.exists() and not (tmp_path / 'out.pth').exists()

@@ -2,28 +2,30 @@
 iteration (forward, backward, AdamW) at the config's resolution.
 
     python tools/benchmark_detection.py [--config configs/detection/fvit_declip-eva02-b16_ov-coco-640_3e.py]
-        [--batch 2] [--repeats 3] [--device cpu|cuda] [--markdown docs/benchmarks.md]
+        [--batch 2] [--repeats 3] [--device cpu|cuda] [--skip-train] [--profile] [--markdown docs/benchmarks.md]
 
 The architecture, not the values, sets the cost: the backbone has random weights and the class embeddings are
 random unit vectors. On a CPU, SyncBN becomes BN (SyncBN needs a process group and CUDA) and training runs in
 fp32 (AmpOptimWrapper needs a GPU); on CUDA the config's fp16 AMP is used. Memory: peak extra memory over the
-loaded model (CUDA: max_memory_allocated; CPU: the process's peak RSS, reset before each measurement).
+loaded model (CUDA: max_memory_allocated; CPU: the process's peak RSS, reset before each measurement). FLOPs:
+torch's counter (tools/benchmarks/flops.py ``flop_counter``) on the warm-up pass / iteration; share of the matmul
+peak of the same precision measured in the same run. Timing (min and median), load watching and the markdown rows:
+tools/benchmarks/harness.py.
 """
 import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this clone's declip_mm, whatever is installed
 import argparse
-import json
-import platform
 import tempfile
-import time
-from pathlib import Path
 
 import torch
 from mmengine.config import Config, ConfigDict
 
-from tools.benchmark_backbone import proc_status_mb, reset_cpu_peak
+from tools.benchmarks import harness
+from tools.benchmarks.flops import counted_flops, vit_flops
+from tools.benchmarks.harness import Column, fmt_percent, fmt_sig
+from tools.benchmarks.roofline import add_profile, add_roofline
 
 
 def replace_syncbn(cfg):
@@ -75,92 +77,88 @@ def fake_batch(size: int, batch: int, base_classes, device: str):
     return dict(inputs=inputs, data_samples=samples)
 
 
-def cpu_name() -> str:
-    """The CPU model and its bf16 support (benchmarks.md names the CPU of every row)."""
-    text = Path('/proc/cpuinfo').read_text() if Path('/proc/cpuinfo').is_file() else ''
-    model = next((ln.split(':', 1)[1].strip() for ln in text.splitlines() if ln.startswith('model name')),
-                 platform.processor() or platform.machine())
-    flags = 'avx512_bf16' if 'avx512_bf16' in text else 'amx' if 'amx_bf16' in text else 'avx2' if 'avx2' in text else ''
-    return f'{model} ({flags})' if flags else model
-
-
-def best_of(fn, repeats: int, device: str):
-    """(fastest wall time in s over ``repeats`` calls of ``fn``, peak extra memory in MB during them)."""
-    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
-    base, times = start(device), []
-    for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return min(times), peak_mb(device, base)
-
-
-def peak_mb(device, base):
-    if device == 'cuda':
-        return torch.cuda.max_memory_allocated() / 2 ** 20 - base
-    return proc_status_mb('VmHWM') - base
-
-
-def start(device):
-    if device == 'cuda':
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated() / 2 ** 20
-    return reset_cpu_peak()
+COLUMNS = [Column('config', 'config', is_key=True), Column('device', 'device', is_key=True),
+           Column('size', 'size', is_key=True), Column('precision', 'precision', is_key=True),
+           Column('test ms / image (min)', 'test_ms_per_image', fmt_sig(3)),
+           Column('test ms / image (median)', 'test_ms_median', fmt_sig(3)),
+           Column('test GFLOP / image', 'test_gflop', fmt_sig(4)),
+           Column('test % of peak', 'test_peak_share', fmt_percent),
+           Column('test peak extra MB', 'test_peak_mb'), Column('train batch', 'train_batch', is_key=True),
+           Column('train s / iteration (min)', 'train_s_per_iter', fmt_sig(3)),
+           Column('train s / iteration (median)', 'train_s_median', fmt_sig(3)),
+           Column('train GFLOP / iteration', 'train_gflop', fmt_sig(4)),
+           Column('train % of peak', 'train_peak_share', fmt_percent), Column('train peak extra MB', 'train_peak_mb')]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default='configs/detection/fvit_declip-eva02-b16_ov-coco-640_3e.py')
     parser.add_argument('--batch', type=int, default=2, help='images per training iteration')
-    parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--markdown', default=None, help='append the table rows to this file')
+    parser.add_argument('--skip-train', action='store_true', help='time the test pass only')
+    parser.add_argument('--profile', action='store_true', help='profile one more test pass (top ops)')
+    harness.add_arguments(parser, repeats=3)
     args = parser.parse_args(argv)
+    bench = harness.Bench('detection', args, args.device, title='Detection')
+    amp = args.device == 'cuda'
+    dtype = 'fp16' if amp else 'fp32'
+    peaks = bench.measure_peaks(['fp32', 'fp16'] if amp else ['fp32'])
     with tempfile.TemporaryDirectory() as tmp:
         cfg, model = build(args.config, args.device, tmp)
     size = cfg.model.data_preprocessor.pad_size_divisor
     weights = model.roi_head.bbox_head.loss_cls.class_weight[:-1]
     base_classes = [c for c, w in enumerate(weights) if w > 0]
-    amp = args.device == 'cuda'
+    name = f'F-ViT {model.backbone.model_name}'
+    label = f'{name} (paper size)' if 'B-16' in name or 'L-14' in name else name
 
     model.eval()
     data = model.data_preprocessor(fake_batch(size, 1, base_classes, args.device), False)
     with torch.no_grad(), torch.autocast(args.device, enabled=amp, dtype=torch.float16):
-        model.predict(data['inputs'], data['data_samples'])                        # warm-up
-        test_s, test_mb = best_of(lambda: model.predict(data['inputs'], data['data_samples']), args.repeats,
-                                  args.device)
-    test_ms = 1000 * test_s
+        test_flops, _ = counted_flops(model.predict, data['inputs'], data['data_samples'])     # warm-up, counted
+        base = harness.memory_start(args.device)
+        test = bench.measure(lambda: model.predict(data['inputs'], data['data_samples']), warmup=0)
+        test_mb = harness.memory_peak(args.device, base)
+        if args.profile:
+            add_profile(bench, 'F-ViT test', label, dtype, lambda: model.predict(data['inputs'], data['data_samples']))
+    backbone_flops = vit_flops(model.backbone, size, size, model.backbone.mode)
+    add_roofline(bench, 'F-ViT test', label, f'{size}x{size}, 1000 proposals', dtype, 'image', test, None, test_flops)
+    row = dict(config=_Path(args.config).name, device=bench.machine['device_name'], size=size,
+               precision='fp16 AMP' if amp else 'fp32', test_ms_per_image=1000 * test.min,
+               test_ms_median=1000 * test.median, test_gflop=test_flops / 1e9,
+               test_backbone_gflop_formula=backbone_flops / 1e9,
+               test_peak_share=test_flops / test.min / 1e9 / peaks[dtype] if peaks.get(dtype) else None,
+               test_peak_mb=round(test_mb), train_batch=args.batch if not args.skip_train else None)
+    states = [test.state]
 
-    model.train()
-    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.1)
-    scaler = torch.amp.GradScaler(enabled=amp)
-    batch = fake_batch(size, args.batch, base_classes, args.device)
+    if not args.skip_train:
+        model.train()
+        optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.1)
+        scaler = torch.amp.GradScaler(enabled=amp)
+        batch = fake_batch(size, args.batch, base_classes, args.device)
 
-    def step():
-        data = model.data_preprocessor(batch, True)
-        with torch.autocast(args.device, enabled=amp, dtype=torch.float16):
-            losses = model.loss(data['inputs'], data['data_samples'])
-        loss = sum(v.sum() if torch.is_tensor(v) else sum(v) for k, v in losses.items() if 'loss' in k)
-        optim.zero_grad()
-        scaler.scale(loss).backward()
-        scaler.step(optim)
-        scaler.update()
+        def step():
+            data = model.data_preprocessor(batch, True)
+            with torch.autocast(args.device, enabled=amp, dtype=torch.float16):
+                losses = model.loss(data['inputs'], data['data_samples'])
+            loss = sum(v.sum() if torch.is_tensor(v) else sum(v) for k, v in losses.items() if 'loss' in k)
+            optim.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(optim)
+            scaler.update()
 
-    step()
-    train_s, train_mb = best_of(step, args.repeats, args.device)
-    device = torch.cuda.get_device_name() if args.device == 'cuda' else cpu_name()
-    row = dict(config=_Path(args.config).name, device=device, size=size, test_ms_per_image=round(test_ms, 1),
-               test_peak_mb=round(test_mb), train_batch=args.batch, train_s_per_iter=round(train_s, 2),
-               train_peak_mb=round(train_mb), precision='fp16 AMP' if amp else 'fp32')
-    print(json.dumps(row))
-    if args.markdown:
-        with open(args.markdown, 'a') as f:
-            f.write(f"| {row['config']} | {device} | {size} | {row['precision']} | {row['test_ms_per_image']} | "
-                    f"{row['test_peak_mb']} | {args.batch} | {row['train_s_per_iter']} | {row['train_peak_mb']} |\n")
+        train_flops, _ = counted_flops(step)                                                 # warm-up, counted
+        base = harness.memory_start(args.device)
+        train = bench.measure(step, warmup=0)
+        train_mb = harness.memory_peak(args.device, base)
+        add_roofline(bench, 'F-ViT training iteration', label, f'{size}x{size}, batch {args.batch}', dtype,
+                     'iteration', train, None, train_flops)
+        row.update(train_s_per_iter=train.min, train_s_median=train.median, train_gflop=train_flops / 1e9,
+                   train_peak_share=train_flops / train.min / 1e9 / peaks[dtype] if peaks.get(dtype) else None,
+                   train_peak_mb=round(train_mb))
+        states.append(train.state)
+    bench.add(row, harness.merge_states(states))
+    return bench.finish(COLUMNS)
 
 
 if __name__ == '__main__':
-    main()
+    raise SystemExit(main())

@@ -5,6 +5,7 @@
     declip-mm detect photos/ --config configs/detection/fvit_declip-eva02-b16_ov-coco-640_3e.py \
         --checkpoint fvit.pth --text-weights merged2b_s8b_b131k --vocab classes.txt --out dets/
     declip-mm features photos/ clip.mp4 --model-name EVA02-B-16 --backbone declip_eva02_b16.pth --out feats/
+    declip-mm attention photo.jpg --points 120,80 400,300 --model-name EVA02-B-16 --backbone declip_eva02_b16.pth
     declip-mm serve                                   # the local web page
 
 Every input is processed on its own: a file that cannot be read is skipped with a message, counted, and the
@@ -108,6 +109,34 @@ def build_parser() -> argparse.ArgumentParser:
                       '<name>_masks.<fmt> (n, D) mask-pooled embeddings of each non-zero id, and the ids')
     feat.add_argument('--mode', default=None, help="the last block's mode (default: the checkpoint's, or csa)")
     feat.add_argument('--batch-size', type=int, default=8, help='video frames per forward')
+
+    att = sub.add_parser('attention', help='attention and affinity maps at points of one image (PNG grid + .npz)')
+    att.add_argument('image', help='one image file')
+    att.add_argument('--points', nargs='+', required=True, metavar='X,Y',
+                     help="query points in the image's pixels, x to the right and y down from the top-left corner")
+    att.add_argument('--out', default=None, help='output folder (default: <image name>_attention/ here)')
+    att.add_argument('--device', default=None, help="'cpu', 'cuda', 'cuda:1' (default: cuda when available)")
+    att.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16', 'fp16'),
+                     help='as for segment')
+    att.add_argument('--overwrite', action='store_true', help='replace files in --out that declip-mm did not write')
+    att.add_argument('--trust-checkpoint', action='store_true', help='allow weights files that hold arbitrary '
+                     'pickled Python objects (can run code: only for files you trust)')
+    att.add_argument('--model-name', default=TINY_MODELS[0], help='open_clip model of the weights (default: the '
+                     'tiny random test preset)')
+    att.add_argument('--backbone', default=None, help='DeCLIP weights (as for features)')
+    att.add_argument('--config', default=None, help='build from a config instead (with --checkpoint)')
+    att.add_argument('--checkpoint', default=None, help='weights for --config')
+    att.add_argument('--random-weights', action='store_true', help='run towers without weights (every output says '
+                     'so)')
+    att.add_argument('--mode', default=None, help="the last block's mode (default: the checkpoint's, or csa)")
+    att.add_argument('--long-side', type=int, default=448, help='network input longest side (as for features)')
+    att.add_argument('--vfm', default=None, help='adds the VFM affinity: a distillation config (its '
+                     'model.vfm_teacher, and model.diffusion_teacher) or the VFM weights file (with --vfm-arch)')
+    att.add_argument('--vfm-arch', default=None, help='the VFMTeacher arch of a --vfm weights file (default: read '
+                     'from the file name, e.g. dinov2_vitb14_reg4_pretrain.pth -> dinov2_vitb14_reg)')
+    att.add_argument('--sd', default=None, help='adds the SD-completed affinity: a Stable Diffusion folder '
+                     '(diffusers layout; needs --vfm)')
+    att.add_argument('--sd-size', type=int, default=512, help='side of the square SD view (512)')
 
     sub.add_parser('serve', help='the local web page (declip-mm serve --help)', add_help=False)
     return parser

@@ -3,6 +3,7 @@
     segmenter.py       OpenVocabSegmenter, SegmentationResult; build_segmentor, segment_image (the one pipeline)
     detector.py        OpenVocabDetector, DetectionResult
     features.py        DenseFeatureExtractor, DenseFeatures
+    attention.py       AttentionExplorer, AttentionMaps, pixel_to_token: the attention and affinity explorer
     inputs.py          reading users' images and videos, and streaming them (iter_inputs)
     vocabulary.py      users' vocabularies; image_size.py, precision.py: the size and precision rules
     visualization.py   both overlays and their palette (fonts.py: class names in any script)
@@ -21,13 +22,14 @@ _EXPORTS = {
     'parse_vocabulary': 'vocabulary', 'Vocabulary': 'vocabulary', 'VocabularyError': 'vocabulary',
     'resolve_precision': 'precision', 'overlay': 'visualization', 'segmentation_overlay': 'visualization',
     'detection_overlay': 'visualization', 'mean_iou': '..evaluation.mean_iou',
+    'AttentionExplorer': 'attention', 'AttentionMaps': 'attention', 'pixel_to_token': 'attention',
 }
-_HEAVY = {'segmenter', 'detector', 'features', 'precision'}
+_HEAVY = {'segmenter', 'detector', 'features', 'precision', 'attention'}
 
 __all__ = ['build_segmentor', 'segment_image', 'mean_iou', 'overlay', 'OpenVocabSegmenter', 'SegmentationResult',
            'OpenVocabDetector', 'DetectionResult', 'DenseFeatureExtractor', 'DenseFeatures', 'parse_vocabulary',
            'Vocabulary', 'VocabularyError', 'load_image', 'InputError', 'resolve_precision', 'segmentation_overlay',
-           'detection_overlay']
+           'detection_overlay', 'AttentionExplorer', 'AttentionMaps', 'pixel_to_token']
 
 
 def __getattr__(name: str):

@@ -381,4 +381,106 @@ def features_of_videos(args, fx, writer, videos: List[Path], store) -> int:
     return 1 if failed else 0
 
 
-COMMANDS = dict(segment=segment, detect=detect, features=features)
+def _vfm_options(args, random: bool):
+    """The VFMTeacher and DiffusionTeacher configs that --vfm / --vfm-arch / --sd name (checked before any model):
+    a distillation config's model.vfm_teacher (and model.diffusion_teacher), or a weights file and its arch."""
+    if args.vfm is None:
+        if args.sd is not None or args.vfm_arch is not None:
+            raise SetupError('--sd and --vfm-arch go with --vfm (the SD-completed affinity completes the VFM one)')
+        return None, None
+    path = Path(args.vfm)
+    if not path.is_file():
+        raise SetupError(f'--vfm {args.vfm}: no such file (a distillation config or the VFM weights file)')
+    sd = None
+    if path.suffix == '.py':
+        if args.vfm_arch is not None:
+            raise SetupError('--vfm-arch goes with a --vfm weights file; a config names its own arch')
+        from mmengine.config import Config
+        try:
+            model = Config.fromfile(str(path)).get('model', {})
+        except Exception as err:                   # noqa: BLE001 (any error of a user's config file)
+            raise SetupError(f'--vfm {args.vfm}: cannot read the config ({type(err).__name__}: {err})') from None
+        vfm = model.get('vfm_teacher')
+        if not vfm:
+            raise SetupError(f'--vfm {args.vfm}: the config has no model.vfm_teacher (a distillation config has)')
+        vfm = dict(vfm)
+        sd = dict(model['diffusion_teacher']) if model.get('diffusion_teacher') and args.sd is None else None
+    else:
+        from ..models.teachers.vfm import VFM_ARCHS
+        arch = args.vfm_arch or next((a for a in sorted(VFM_ARCHS, key=len, reverse=True)
+                                      if a.replace('_reg', '_reg4') in path.name or a in path.name), None)
+        if arch not in VFM_ARCHS:
+            raise SetupError(f"--vfm {args.vfm}: give --vfm-arch (one of {', '.join(sorted(VFM_ARCHS))})")
+        from ..utils.checkpoint_io import check_checkpoint_file
+        try:
+            check_checkpoint_file(str(path))
+        except (FileNotFoundError, ValueError) as err:
+            raise SetupError(f'--vfm: {err}') from None
+        vfm = dict(type='VFMTeacher', arch=arch, checkpoint=str(path))
+    if vfm.get('checkpoint') is None and not random:
+        raise SetupError(f'--vfm {args.vfm} names no VFM weights (checkpoint=None): the VFM would be random; give '
+                         'its weights, or --random-weights to try it anyway')
+    if args.sd is not None:
+        if not Path(args.sd).is_dir():
+            raise SetupError(f'--sd {args.sd}: not a folder (a Stable Diffusion folder in the diffusers layout)')
+        sd = dict(type='DiffusionTeacher', folder=args.sd)
+    return vfm, sd
+
+
+def attention(args) -> int:
+    """``declip-mm attention``: for one image and its query points, the attention / affinity panels as a PNG grid
+    (``<name>_attention.png``), the raw maps (``<name>_attention.npz``) and a JSON of tokens and settings."""
+    from .attention import PointError, check_points, parse_point
+    from .inputs import load_image
+    image = Path(args.image)
+    if args.out is None:
+        args.out = f'{image.stem}_attention'
+    if args.config is not None:
+        given = [flag for flag in ('backbone', 'mode') if getattr(args, flag) is not None]
+        if given:
+            raise SetupError(f"--config sets the backbone; drop --{', --'.join(given)}")
+    if args.sd_size <= 0 or args.sd_size % 8:
+        raise SetupError(f'--sd-size must be a positive multiple of 8, got {args.sd_size}')
+    try:
+        points = [parse_point(p) for p in args.points]
+        rgb = load_image(image)
+        points = check_points(points, rgb.shape[:2])
+    except (PointError, InputError) as err:
+        raise SetupError(str(err)) from None
+    random = check_setup(args, text=False)
+    vfm, sd = _vfm_options(args, args.random_weights)
+    random = random or bool(vfm is not None and vfm.get('checkpoint') is None)
+    name = image.stem
+    try:
+        writer = OutputFolder(Path(args.out), args.command, dict(random_weights=random), overwrite=args.overwrite)
+        writer.claim([f'{name}_attention.png', f'{name}_attention.npz', f'{name}.json'])
+    except OutputError as err:
+        raise SetupError(str(err)) from None
+
+    from .attention import AttentionExplorer
+    device = build(device_of, args)
+    if args.config is not None:
+        ex = build(AttentionExplorer.from_config, args.config, args.checkpoint, device=device,
+                   precision=args.precision, long_side=args.long_side, vfm=vfm, sd=sd, sd_size=args.sd_size)
+    else:
+        ex = build(AttentionExplorer, args.model_name, backbone=args.backbone, device=device,
+                   precision=args.precision, mode=args.mode, long_side=args.long_side, vfm=vfm, sd=sd,
+                   sd_size=args.sd_size)
+    announce(args, random)
+    maps = ex(rgb, points, random_weights=random)
+    writer.summary['settings'].update(device=str(ex.device), precision=ex.precision, **maps.settings)
+
+    def save_npz(path):
+        with open(path, 'wb') as f:
+            np.savez(f, **maps.arrays())
+    files = dict(figure=writer.image(f'{name}_attention.png', maps.figure(note=RANDOM_NOTE if random else None)),
+                 maps=writer._atomic(f'{name}_attention.npz', save_npz))
+    entry = dict(name=name, source=str(image), files=files, panels=list(maps.panels),
+                 points=[list(p) for p in maps.points], tokens=[list(t) for t in maps.tokens], grid=list(maps.grid),
+                 random_weights=random)
+    writer.json(f'{name}.json', {k: v for k, v in entry.items() if k != 'files'})
+    writer.done(entry)
+    return finish(args, writer)
+
+
+COMMANDS = dict(segment=segment, detect=detect, features=features, attention=attention)

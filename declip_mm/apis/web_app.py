@@ -17,7 +17,12 @@ HTTP interface (JSON in, JSON out):
 * ``POST /api/segment`` (``Content-Type: application/json``) with ``{"image": data URL or plain base64 of an image
   file, "vocabulary": "cat, dog, sofa; couch", "background": "NAME" or null}``: 200 ``{"class_names",
   "background", "areas": [[name, fraction], ...], "overlay": PNG data URL, "width", "height", "seconds",
-  "random_weights"}`` (+ ``"warning"`` with random weights).
+  "random_weights"}`` (+ ``"warning"`` with random weights);
+* ``POST /api/attention`` (same rules) with ``{"image", "click": [x, y], "shown": [width, height]}``, a click at
+  (x, y) on the image shown width x height on the page: 200 ``{"point": [x, y] in the image's pixels, "token":
+  [row, col], "grid": [h, w], "panels": [names], "figure": PNG data URL, "random_weights"}`` (the attention and
+  affinity explorer, :mod:`.attention`; page coordinates -> pixels with :func:`.attention.page_to_pixel`, pixels
+  -> token with :func:`.attention.pixel_to_token`, as the command line and the API).
 
 Classes are separated by commas or new lines, synonyms of a class by ';' (the vocabulary is never read as a file
 name here: the server must not open files a browser names). A bad request answers 4xx ``{"error": message}`` and
@@ -233,8 +238,9 @@ class SegmentationService:
 
     def __init__(self, segmenter: Callable, description: str = '', example_image: Optional[str] = None,
                  example_vocabulary: str = EXAMPLE_VOCABULARY, example_background: Optional[str] = EXAMPLE_BACKGROUND,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, random_weights: bool = False):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, random_weights: bool = False, explorer=None):
         self.segmenter = segmenter
+        self._explorer = explorer                            # an AttentionExplorer, a callable making one, or None
         self.description = description
         self.example_image = example_image
         self.example_vocabulary, self.example_background = example_vocabulary, example_background
@@ -300,6 +306,54 @@ class SegmentationService:
                     areas=[[name, float(fraction)] for name, fraction in areas.items()],
                     overlay=overlay, width=int(image.shape[1]), height=int(image.shape[0]), seconds=seconds,
                     **self._flag())
+
+
+    @property
+    def explorer(self):
+        """The attention explorer (built on first use when given as a factory); None: the server has none."""
+        if callable(self._explorer) and not hasattr(self._explorer, 'token_of'):
+            self._explorer = self._explorer()
+        return self._explorer
+
+    def attention(self, request: dict) -> dict:
+        """``{"image", "click": [x, y], "shown": [width, height]}`` -> the explorer's maps at the clicked pixel
+        (module doc). The click is checked against the shown size before the image is decoded."""
+        from .attention import PointError, page_to_pixel
+        from .inputs import InputError
+        if not isinstance(request, dict):
+            raise RequestError(400, 'the request body must be a JSON object {"image", "click", "shown"}')
+        unknown = sorted(set(request) - {'image', 'click', 'shown'})
+        if unknown:
+            raise RequestError(400, f'unknown request keys {unknown}; expected image, click, shown')
+        pairs = [request.get(key) for key in ('click', 'shown')]
+        if not all(isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                                for v in p) for p in pairs):
+            raise RequestError(400, '"click" and "shown" must be [x, y] and [width, height] numbers (page pixels)')
+        (cx, cy), shown = pairs
+        raw, (width, height) = read_image_header(request.get('image'), self.max_pixels)
+        try:
+            x, y = page_to_pixel(cx, cy, shown, (height, width))
+        except PointError as err:
+            raise RequestError(400, str(err)) from err
+        with self._lock:
+            explorer = self.explorer
+            if explorer is None:
+                raise RequestError(404, 'this server has no attention explorer')
+            image = decode_image(raw, self.max_pixels)
+            del raw
+            try:
+                maps = explorer(image, [(x, y)], random_weights=self.random_weights)
+                figure = maps.figure(note=RANDOM_WEIGHTS_BAND if self.random_weights else None)
+            except (PointError, InputError) as err:
+                raise RequestError(400, str(err)) from err
+        return dict(point=[float(x), float(y)], token=list(maps.tokens[0]), grid=list(maps.grid),
+                    panels=list(maps.panels), figure=png_data_url(figure), **self._flag())
+
+
+def segmenter_explorer(segmenter):
+    """The page's attention explorer around an :class:`OpenVocabSegmenter`'s own tower (no second copy)."""
+    from .attention import AttentionExplorer
+    return AttentionExplorer.from_backbone(segmenter.model.backbone, segmenter.device, segmenter.precision)
 
 
 def host_name(value: str) -> str:
@@ -454,8 +508,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._check_host()
             self._check_origin()
             path = urlsplit(self.path).path
-            if path != '/api/segment':
+            if path not in ('/api/segment', '/api/attention'):
                 raise RequestError(404, f'no endpoint POST {path}; POST images to /api/segment')
+            self._post_path = path
             self._check_content_type()
         except RequestError as err:
             self._refuse(err, discard=True)
@@ -479,7 +534,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body(length)
             self._arrived()
-            return self.service.segment(parse_json_body(body))
+            work = self.service.attention if getattr(self, '_post_path', None) == '/api/attention' else \
+                self.service.segment
+            return work(parse_json_body(body))
         finally:
             self.queue.release()
 
@@ -670,13 +727,18 @@ WEIGHTS_SUFFIXES = ('.pth', '.pt', '.bin', '.safetensors', '.ckpt')
 
 def missing_weights_file(args) -> Optional[str]:
     """A --backbone / --text-weights that names a file (a weights suffix or a '/') which is not there -> one line
-    (an open_clip tag such as merged2b_s8b_b131k is resolved, and checked, when the model is built)."""
+    (an open_clip tag such as merged2b_s8b_b131k, or hf-hub:org/name from the local Hugging Face cache, is resolved,
+    and checked, when the model is built). A folder counts when it holds open_clip weights (its Hugging Face layout)."""
+    from ..utils.checkpoint_io import FOLDER_WEIGHTS_FILES
     for flag, value in (('--backbone', args.backbone), ('--text-weights', args.text_weights)):
-        if value is None:
+        if value is None or value.startswith('hf-hub:'):
             continue
         path = Path(value).expanduser()
+        if path.is_dir() and any((path / name).is_file() for name in FOLDER_WEIGHTS_FILES):
+            continue
         if (path.suffix.lower() in WEIGHTS_SUFFIXES or '/' in value) and not path.is_file():
-            return f"{flag} {value}: no such file{' (it is a folder)' if path.is_dir() else ''}"
+            where = ' (it is a folder without open_clip weights)' if path.is_dir() else ''
+            return f"{flag} {value}: no such file{where}"
     return None
 
 
@@ -713,7 +775,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         description += ' (RANDOM WEIGHTS)'
     service = SegmentationService(segmenter, description, args.example_image or default_example_image(),
                                   args.example_vocabulary, max_pixels=args.max_pixels,
-                                  random_weights=args.random_weights)
+                                  random_weights=args.random_weights, explorer=lambda: segmenter_explorer(segmenter))
     try:
         server = make_server(service, args.host, args.port, args.max_upload_mb, args.allowed_hosts, args.timeout,
                              args.request_timeout, args.max_connections, args.max_queued)

@@ -4,6 +4,12 @@ carries it without package-data rules. ``/?example=1`` segments the server's exa
 (``&vocabulary=...`` / ``&background=...`` override the example's). For tests, ``body[data-state]`` is
 idle / busy / done / error and the overlay ``img[data-rect]`` holds its on-screen box "left,top,width,height".
 
+The attention explorer (below the result): a click on the photo POSTs ``/api/attention`` with the click's position
+on the shown photo and the shown size (the server maps it to the image's pixel, then to a token, with the command
+line's rule) and shows the grid of maps; ``img#attention[data-token]`` holds the token "row,col". With
+``/?example=1&click=X,Y`` the page clicks the shown photo at (X, Y) page pixels from its top-left corner once the
+example is segmented.
+
 A server with random weights renders the page with a banner (:func:`render_page`), so it shows without script;
 the script also shows it when an answer says ``"random_weights": true``. The page's POSTs are same-origin JSON
 (``Content-Type: application/json``; the browser adds the ``Origin`` header), which is what the server requires.
@@ -37,6 +43,9 @@ _PAGE_TEMPLATE = '''<!DOCTYPE html>
   #random-weights { margin: 0; padding: 12px 20px; background: #ffb300; color: #000000; font-weight: bold;
                     font-size: 16px; border-bottom: 3px solid #000000; }
   #random-weights[hidden] { display: none; }
+  #explore { display: none; margin-top: 20px; }
+  #explore h2 { font-size: 17px; margin: 0 0 6px; }
+  #photo { display: block; max-width: 480px; cursor: crosshair; margin-bottom: 10px; }
 </style>
 </head>
 <body data-state="idle">
@@ -66,6 +75,14 @@ _PAGE_TEMPLATE = '''<!DOCTYPE html>
       <tbody></tbody>
     </table>
   </div>
+  <section id="explore">
+    <h2>Attention explorer</h2>
+    <p style="font-size: 13px; color: #555555">Click a point of the photo: the last block's CLIP attention, the
+      CSA attention, DeCLIP's context attention and the dense features' cosine similarity from that point (each map
+      min-max scaled onto one colour ramp; the point is ringed).</p>
+    <img id="photo" alt="the photo: click a point">
+    <img id="attention" alt="attention and affinity maps">
+  </section>
 </main>
 <script>
 "use strict";
@@ -116,9 +133,39 @@ function render(data) {
   $("error").style.display = "none";
   $("result").style.display = "flex";
   img.src = data.overlay;
+  $("photo").src = lastImage;
+  $("explore").style.display = "block";
+}
+
+$("photo").addEventListener("click", explore);
+
+let lastImage = null;
+
+async function explore(event) {
+  const r = $("photo").getBoundingClientRect();
+  const click = [event.clientX - r.left, event.clientY - r.top];
+  setState("busy", "computing the maps ...");
+  let response, data;
+  try {
+    response = await fetch("/api/attention", {
+      method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({image: lastImage, click: click, shown: [r.width, r.height]})});
+    data = await response.json();
+  } catch (err) {
+    showError("request failed: " + err);
+    return;
+  }
+  if (!response.ok) { showError(data.error || ("HTTP " + response.status)); return; }
+  if (data.random_weights) showRandomWeights(data.warning);
+  const img = $("attention");
+  img.dataset.token = data.token.join(",");
+  img.onload = () => setState("done", `point ${data.point.map((v) => v.toFixed(1)).join(", ")} -> token ` +
+                                      `${data.token.join(", ")} of ${data.grid.join(" x ")}`);
+  img.src = data.figure;
 }
 
 async function segment(image, vocabulary, background) {
+  lastImage = image;
   setState("busy", "segmenting ...");
   let response, data;
   try {
@@ -162,7 +209,13 @@ async function start() {
   if (!response.ok) { showError(example.error); return; }
   $("vocabulary").value = query.has("vocabulary") ? query.get("vocabulary") : example.vocabulary;
   $("background").value = query.has("background") ? query.get("background") : (example.background || "");
-  segment(example.image, $("vocabulary").value, $("background").value);
+  await segment(example.image, $("vocabulary").value, $("background").value);
+  if (!query.has("click") || document.body.dataset.state === "error") return;
+  const photo = $("photo");
+  await photo.decode();
+  const [x, y] = query.get("click").split(",").map(Number);
+  const r = photo.getBoundingClientRect();
+  photo.dispatchEvent(new MouseEvent("click", {clientX: r.left + x, clientY: r.top + y, bubbles: true}));
 }
 start();
 </script>

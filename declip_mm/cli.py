@@ -47,8 +47,9 @@ def _common(p: argparse.ArgumentParser, weights: bool = True, text: bool = True)
     if weights:
         p.add_argument('--model-name', default=TINY_MODELS[0],
                        help="open_clip model of the weights, e.g. EVA02-B-16 (default: the tiny random test preset)")
-        p.add_argument('--backbone', default=None, help='DeCLIP weights: a DeCLIPViT checkpoint, a CLIP weights file '
-                       'or an open_clip tag (required except for the tiny presets)')
+        p.add_argument('--backbone', default=None, help='DeCLIP weights: a DeCLIPViT checkpoint, a CLIP weights file, '
+                       'an open_clip Hugging Face folder, hf-hub:ORG/NAME (local Hugging Face cache only) or an '
+                       'open_clip tag (required except for the tiny presets)')
         p.add_argument('--config', default=None, help='build from a config instead (with --checkpoint)')
         p.add_argument('--checkpoint', default=None, help="weights for --config (as tools/test.py takes them)")
         p.add_argument('--random-weights', action='store_true', help='run towers without weights (random: for '

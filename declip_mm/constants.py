@@ -27,6 +27,13 @@ IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 # tiny random open_clip presets for tests and the CPU demo (models/presets.py registers them): no weights exist
 TINY_MODELS = ('DeCLIP-Tiny-ViT-16', 'DeCLIP-Tiny-EVA02-16')
 
+# open_clip's Hugging Face folder layout (open_clip/constants.py HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME)
+# and the weights file of a weights folder in open_clip's order of preference (factory._find_checkpoint_in_dir):
+# its Hugging Face layout's two names first, then transformers' (models/backbones/checkpoints.py reads the layout)
+OPEN_CLIP_HF_CONFIG = 'open_clip_config.json'
+FOLDER_WEIGHTS_FILES = ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin', 'model.safetensors',
+                        'pytorch_model.bin')
+
 # separates the synonyms of one class in a class name ('sofa; couch'): each synonym is its own text query
 SYNONYM_SEPARATOR = ';'
 

@@ -18,8 +18,9 @@ from mmengine.config import Config
 
 from declip_mm.models import DeCLIPViT, create_clip
 from declip_mm.models.backbones.checkpoints import (CATSEG_D2, CLIP_FORMATS, DECLIP_VIT, EVA_CLIP, FORMATS, MMENGINE,
-                                                    OPEN_CLIP, UNKNOWN, Checkpoint, detect_format, load_into,
-                                                    parse_checkpoint, read_checkpoint, stored_settings)
+                                                    OPEN_CLIP, OPEN_CLIP_HF, UNKNOWN, Checkpoint, detect_format,
+                                                    hf_layout, load_into, parse_checkpoint, read_checkpoint,
+                                                    read_hf_config, stored_settings)
 from declip_mm.utils import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +50,16 @@ def assert_loaded(model: torch.nn.Module, expected: dict):
 # ------------------------------------------------------------------------------------------------------------------
 # One tiny file per format: (path, a fresh model to load it into, {model key: tensor it must hold}, ignored keys)
 # ------------------------------------------------------------------------------------------------------------------
+def open_clip_hf_folder(tmp_path):
+    """open_clip's Hugging Face layout (open_clip_config.json + open_clip_model.safetensors), written by
+    export_hf_dir from a DeCLIPViT: its 'declip' entry carries the mode (tests/test_hf_layout.py: the whole layout)."""
+    from declip_mm.models.backbones.checkpoints import export_hf_dir
+    ours = perturbed(DeCLIPViT(TINY_EVA, mode='kk', attn_scale=1.0, input_size=96), 9)
+    folder = export_hf_dir(ours, tmp_path / 'declip_tiny_hf')
+    clip = create_clip(TINY_EVA, str(folder))[0]
+    return folder, create_clip(TINY_EVA)[0], clip.state_dict(), []
+
+
 def declip_vit_file(tmp_path):
     ours = perturbed(DeCLIPViT(TINY_EVA, mode='kk', attn_scale=1.0, input_size=96), 1)
     path = tmp_path / 'declip_backbone_final.pth'
@@ -158,6 +169,7 @@ def mmengine_file(tmp_path):
 
 
 CASES = {  # a new format gets its row here (and the test below fails until it has one)
+    'open_clip_hf': (OPEN_CLIP_HF, open_clip_hf_folder),
     'declip_vit': (DECLIP_VIT, declip_vit_file),
     'eva_clip authors .pt': (EVA_CLIP, eva_clip_authors_pt_file),
     'eva_clip BAAI fp16': (EVA_CLIP, eva_clip_baai_file),
@@ -168,11 +180,11 @@ CASES = {  # a new format gets its row here (and the test below fails until it h
 
 
 def test_the_module_lists_every_format_and_each_has_a_file_here():
-    assert list(FORMATS) == [DECLIP_VIT, EVA_CLIP, OPEN_CLIP, CATSEG_D2, MMENGINE]       # the detection order
+    assert list(FORMATS) == [OPEN_CLIP_HF, DECLIP_VIT, EVA_CLIP, OPEN_CLIP, CATSEG_D2, MMENGINE]  # detection order
     assert {fmt for fmt, _ in CASES.values()} == set(FORMATS)
     for name, fmt in FORMATS.items():
         assert fmt.name == name and fmt.what and fmt.detected_by and fmt.converted and callable(fmt.detect)
-    assert set(CLIP_FORMATS) == {EVA_CLIP, OPEN_CLIP}
+    assert set(CLIP_FORMATS) == {OPEN_CLIP_HF, EVA_CLIP, OPEN_CLIP}
 
 
 @pytest.mark.parametrize('case', list(CASES))
@@ -181,13 +193,19 @@ def test_each_format_is_detected_and_loads_through_the_one_entry_point(case, tmp
     path, model, expected, ignored = make(tmp_path)
     found = read_checkpoint(path)                         # safe: weights_only + allow-list, no trust needed
     assert isinstance(found, Checkpoint) and found.format == fmt and found.source == str(path)
-    assert detect_format(load_checkpoint(path)) == fmt
+    if fmt == OPEN_CLIP_HF:                               # a folder: its config is handed on with the weights
+        config, weights = hf_layout(path)
+        contents = {'open_clip_config': read_hf_config(config), 'state_dict': load_checkpoint(weights)}
+        assert detect_format(contents) == fmt
+        assert detect_format(load_checkpoint(weights)) == OPEN_CLIP   # the weights file alone
+    else:
+        assert detect_format(load_checkpoint(path)) == fmt
     assert found.describe().startswith(FORMATS[fmt].what)
     report = load_into(model, found)                      # strict: raises on any mismatch
     assert report.missing == [] and report.unexpected == []
     assert sorted(report.ignored) == sorted(ignored)
     assert_loaded(model, expected)
-    if fmt == DECLIP_VIT:
+    if fmt in (DECLIP_VIT, OPEN_CLIP_HF):
         assert found.meta['mode'] == 'kk' and stored_settings(str(path)) == found.meta
     else:
         assert stored_settings(str(path)) == {}
@@ -222,6 +240,7 @@ def test_stored_settings_read_a_legacy_file_too(tmp_path):
 
 
 @pytest.mark.parametrize('case, how', [('declip_vit', 'backbone'), ('eva_clip authors .pt', 'backbone-weights'),
+                                       ('open_clip_hf', 'backbone-weights'),
                                        ('open_clip', 'backbone-weights'), ('mmengine', 'load_from'),
                                        ('catseg_d2', 'catseg_d2_to_declip.py')])
 def test_tools_test_decides_from_the_detected_format(case, how, tmp_path, monkeypatch):

@@ -729,7 +729,7 @@ def missing_weights_file(args) -> Optional[str]:
     """A --backbone / --text-weights that names a file (a weights suffix or a '/') which is not there -> one line
     (an open_clip tag such as merged2b_s8b_b131k, or hf-hub:org/name from the local Hugging Face cache, is resolved,
     and checked, when the model is built). A folder counts when it holds open_clip weights (its Hugging Face layout)."""
-    from ..utils.checkpoint_io import FOLDER_WEIGHTS_FILES
+    from ..constants import FOLDER_WEIGHTS_FILES
     for flag, value in (('--backbone', args.backbone), ('--text-weights', args.text_weights)):
         if value is None or value.startswith('hf-hub:'):
             continue

@@ -24,6 +24,8 @@ from typing import List, Optional
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
+from ..constants import FOLDER_WEIGHTS_FILES
+
 TRUST_ENV = 'DECLIP_TRUST_CHECKPOINTS'
 
 
@@ -74,10 +76,21 @@ def trust_from_env() -> bool:
     return os.environ.get(TRUST_ENV, '').strip().lower() in ('1', 'true', 'yes')
 
 
+def folder_weights_file(filename: str) -> str:
+    """``filename`` itself, or for a folder (open_clip's Hugging Face layout, a Hub cache snapshot) the weights file
+    in it (:data:`FOLDER_WEIGHTS_FILES`, first found); ``FileNotFoundError`` naming the folder when it has none."""
+    if not osp.isdir(filename):
+        return filename
+    inside = next((osp.join(filename, n) for n in FOLDER_WEIGHTS_FILES if osp.isfile(osp.join(filename, n))), None)
+    if inside is None:
+        raise FileNotFoundError(f"no weights file ({', '.join(FOLDER_WEIGHTS_FILES)}) in folder {filename}")
+    return inside
+
+
 def check_checkpoint_file(filename: str) -> None:
     """Errors for what is not a readable PyTorch file (missing, empty, text, truncated zip), before unpickling
     anything: cheap enough to run before any model is built."""
-    filename = osp.expanduser(str(filename))
+    filename = folder_weights_file(osp.expanduser(str(filename)))
     if filename.endswith('.safetensors'):
         if not osp.isfile(filename):
             raise FileNotFoundError(f'weights file not found: {filename}')
@@ -116,7 +129,7 @@ def load_checkpoint(filename, map_location='cpu', trust: Optional[bool] = None, 
     Returns the loaded object (a dict for every checkpoint). Raises ``FileNotFoundError``,
     :class:`CheckpointError` (not a checkpoint) or :class:`UntrustedCheckpointError`, each naming the file.
     """
-    filename = osp.expanduser(str(filename))
+    filename = folder_weights_file(osp.expanduser(str(filename)))   # a folder: its weights file (state dict only)
     if filename.endswith('.safetensors'):
         if not osp.isfile(filename):
             raise FileNotFoundError(f'weights file not found: {filename}')

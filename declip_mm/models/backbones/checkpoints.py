@@ -9,6 +9,10 @@ model and loads it, returning a :class:`LoadReport` (missing / unexpected / igno
 
 Formats, in detection order (:data:`FORMATS`; docs/backbone.md "Checkpoint formats" has the table):
 
+* ``open_clip_hf``: a folder in open_clip's Hugging Face layout (``open_clip_config.json`` +
+  ``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin``, as ``open_clip.push_to_hf_hub`` / ``save_for_hf``
+  write it; a local folder, a Hub snapshot in the local cache, or the weights file inside one): open_clip keys; the config's extra ``declip`` entry
+  (written by :func:`save_hf_dir`, ignored by open_clip) restores mode, attn_scale and input_size;
 * ``declip_vit``: ours, ``{'state_dict', 'meta': {'declip': {mode, attn_scale, input_size, model_name, ...}}}``;
   DeCLIPViT keys as they are, the metadata restores how the weights are run;
 * ``eva_clip``: EVA-CLIP / the authors' DeCLIP ``.pt`` (``visual.pos_embed``; bare or in any wrapper, e.g. their
@@ -21,19 +25,31 @@ A new format is one :class:`CheckpointFormat` entry here (its detector, what it 
 branch in :func:`load_into`, a recorded layout in ``tests/fixtures/reference/`` and a row in
 tests/test_checkpoint_formats.py; ``tools/test.py`` (``attach_checkpoint``) and the converters ask this module.
 """
+import json
 import logging
 import types
+from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
+from ...constants import FOLDER_WEIGHTS_FILES, OPEN_CLIP_HF_CONFIG
 from ...utils.checkpoint_io import load_checkpoint
 
 logger = logging.getLogger('declip_mm')
 
+OPEN_CLIP_HF = 'open_clip_hf'
 DECLIP_VIT, EVA_CLIP, OPEN_CLIP, CATSEG_D2, MMENGINE = 'declip_vit', 'eva_clip', 'open_clip', 'catseg_d2', 'mmengine'
 UNKNOWN = 'unknown'
-CLIP_FORMATS = (EVA_CLIP, OPEN_CLIP)          # CLIP weights: what a DeCLIPViT's ``pretrained`` or a text encoder takes
+# CLIP weights: what a DeCLIPViT's ``pretrained`` or a text encoder takes
+CLIP_FORMATS = (OPEN_CLIP_HF, EVA_CLIP, OPEN_CLIP)
+
+# open_clip's Hugging Face layout (open_clip/constants.py: HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME)
+HF_CONFIG_FILE = OPEN_CLIP_HF_CONFIG
+HF_SAFE_WEIGHTS_FILE, HF_WEIGHTS_FILE = FOLDER_WEIGHTS_FILES[:2]   # open_clip_model.safetensors, ..._pytorch_model.bin
+HF_DECLIP_KEY = 'declip'         # our extra top-level key of open_clip_config.json (open_clip reads only model_cfg and
+                                 # preprocess_cfg): DeCLIPViT.declip_meta()
+HF_CONFIG_IN_CONTENTS = 'open_clip_config'   # how read_checkpoint hands a folder's config to the detectors
 WRAPPER_KEYS = ('state_dict', 'model', 'module')
 
 CATSEG_CLIP = 'sem_seg_head.predictor.clip_model.'
@@ -99,6 +115,48 @@ def declip_meta_of(contents) -> Optional[dict]:
     return meta['declip'] if isinstance(meta, dict) and isinstance(meta.get('declip'), dict) else None
 
 
+def hf_config_of(contents) -> Optional[dict]:
+    """The ``open_clip_config.json`` of an open_clip Hugging Face folder as :func:`read_checkpoint` hands it on
+    (``{'open_clip_config': ..., 'state_dict': ...}``), else None."""
+    config = contents.get(HF_CONFIG_IN_CONTENTS) if isinstance(contents, dict) else None
+    return config if isinstance(config, dict) else None
+
+
+def hf_declip_meta_of(contents) -> Optional[dict]:
+    """The ``declip`` entry of an open_clip Hugging Face folder's config (mode, attn_scale, ...), else None."""
+    config = hf_config_of(contents) or {}
+    return config[HF_DECLIP_KEY] if isinstance(config.get(HF_DECLIP_KEY), dict) else None
+
+
+def hf_layout(path) -> Optional[Tuple[Path, Path]]:
+    """(config file, weights file) when ``path`` is a folder in open_clip's Hugging Face layout or the weights file
+    inside one (``open_clip_config.json`` beside ``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``),
+    else None. Symbolic links (a Hub cache snapshot's) are not resolved: the sibling is the snapshot's."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        folder = path
+        weights = next((folder / n for n in FOLDER_WEIGHTS_FILES if (folder / n).is_file()), None)
+    elif path.name in FOLDER_WEIGHTS_FILES:
+        folder, weights = path.parent, path
+    else:
+        return None
+    config = folder / HF_CONFIG_FILE
+    return (config, weights) if config.is_file() and weights is not None else None
+
+
+def read_hf_config(config_file) -> dict:
+    """``open_clip_config.json`` read; ``CheckpointError`` naming the file when it is not a JSON object with
+    ``model_cfg`` (what open_clip requires)."""
+    from ...utils.checkpoint_io import CheckpointError
+    try:
+        config = json.loads(Path(config_file).read_text(encoding='utf-8'))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f'{config_file} is not a readable JSON file ({err})') from None
+    if not isinstance(config, dict) or not isinstance(config.get('model_cfg'), dict):
+        raise CheckpointError(f"{config_file} has no 'model_cfg' object: not an open_clip config")
+    return config
+
+
 def is_eva_clip_state_dict(state_dict: Dict[str, torch.Tensor]) -> bool:
     return 'visual.pos_embed' in state_dict and 'visual.trunk.pos_embed' not in state_dict
 
@@ -122,6 +180,15 @@ class CheckpointFormat(NamedTuple):
 
 
 FORMATS: Dict[str, CheckpointFormat] = {f.name: f for f in (
+    CheckpointFormat(
+        OPEN_CLIP_HF,
+        what="an open_clip Hugging Face folder (open_clip_config.json + open_clip_model.safetensors, as open_clip's "
+             'push_to_hf_hub / save_for_hf write it; a local folder, hf-hub:org/name from the local cache, or the '
+             'weights file in one)',
+        detected_by='open_clip_config.json beside the weights file (read_checkpoint hands it on)',
+        converted="nothing (open_clip keys); the config's extra 'declip' entry (save_hf_dir) restores mode, "
+                  'attn_scale and input_size',
+        detect=lambda contents, sd: hf_config_of(contents) is not None),
     CheckpointFormat(
         DECLIP_VIT,
         what='our DeCLIPViT backbone checkpoint (DeCLIPViT.save_checkpoint, the distillation export)',
@@ -180,10 +247,13 @@ class Checkpoint(NamedTuple):
         source: the file (or a caller's name for an in-memory object).
         format: a name of :data:`FORMATS`, or ``'unknown'``.
         state_dict: the state dict, unwrapped (None when the file holds none; ``problem`` says why).
-        meta: ``meta['declip']`` of a ``declip_vit`` checkpoint (mode, attn_scale, input_size, model_name), else {}.
+        meta: ``meta['declip']`` of a ``declip_vit`` checkpoint, or the config's ``declip`` entry of an
+            ``open_clip_hf`` folder (mode, attn_scale, input_size, model_name), else {}.
         wrapper: what held the state dict ('bare', 'state_dict', 'model', ..., '+ module. prefix').
         top_level: the file's top-level keys (``()`` for a non-dict).
         problem: why there is no state dict ('' when there is one).
+        config: an ``open_clip_hf`` folder's ``open_clip_config.json`` (``model_cfg``, ``preprocess_cfg``, ...),
+            else None.
     """
     source: str
     format: str
@@ -192,6 +262,7 @@ class Checkpoint(NamedTuple):
     wrapper: str
     top_level: Tuple[str, ...]
     problem: str = ''
+    config: Optional[dict] = None
 
     @property
     def saved_by_runner(self) -> bool:
@@ -217,31 +288,127 @@ class Checkpoint(NamedTuple):
 def parse_checkpoint(contents, source: str = '<in memory>') -> Checkpoint:
     """Recognise an already-loaded file (or a state dict built in memory) as a :class:`Checkpoint`."""
     top_level = tuple(str(k) for k in contents) if isinstance(contents, dict) else ()
-    meta = declip_meta_of(contents)
+    config = hf_config_of(contents)
+    meta = hf_declip_meta_of(contents) if config is not None else declip_meta_of(contents)
     try:
         sd, wrapper = _unwrap(contents)
         problem = '' if sd else 'an empty state dict'
     except TypeError as err:
         sd, wrapper, problem = None, '', str(err)
+    if config is not None:
+        wrapper = HF_CONFIG_FILE + ' folder'
     return Checkpoint(str(source), _detect(contents, sd), sd, dict(meta) if meta is not None else {}, wrapper,
-                      top_level, problem)
+                      top_level, problem, config)
 
 
 def read_checkpoint(path, map_location='cpu', trust: Optional[bool] = None, mmap: bool = False) -> Checkpoint:
     """Read ``path`` safely (``utils.checkpoint_io.load_checkpoint``: ``FileNotFoundError``, ``CheckpointError`` or
     ``UntrustedCheckpointError`` naming the file) and recognise it. ``mmap=True`` maps the tensors instead of reading
-    them (cheap: for a look at the metadata only)."""
+    them (cheap: for a look at the metadata only).
+
+    A folder in open_clip's Hugging Face layout, or the weights file inside one (:func:`hf_layout`), is read as
+    ``{'open_clip_config': <open_clip_config.json>, 'state_dict': <the weights file>}``: format ``open_clip_hf``."""
+    layout = hf_layout(path)
+    if layout is not None:
+        config = read_hf_config(layout[0])
+        contents = {HF_CONFIG_IN_CONTENTS: config,
+                    'state_dict': load_checkpoint(layout[1], map_location, trust=trust, mmap=mmap)}
+        return parse_checkpoint(contents, str(path))
+    if Path(path).expanduser().is_dir():
+        raise FileNotFoundError(f'{path} is a folder without an open_clip Hugging Face layout ({HF_CONFIG_FILE} and '
+                                f"{' or '.join(FOLDER_WEIGHTS_FILES[:2])})")
     return parse_checkpoint(load_checkpoint(path, map_location, trust=trust, mmap=mmap), str(path))
 
 
 def stored_settings(path: Optional[str]) -> dict:
-    """What a DeCLIPViT checkpoint at ``path`` says about itself (``meta['declip']``: mode, attn_scale, input_size,
-    model_name), or {} for every other format, a safetensors file or no file. The file is memory-mapped, so only its
-    small pickled header is read."""
-    if not path or str(path).endswith('.safetensors'):
+    """What a DeCLIPViT checkpoint at ``path`` says about itself (``meta['declip']``, or the ``declip`` entry of an
+    open_clip Hugging Face folder's config: mode, attn_scale, input_size, model_name), or {} for every other format, a
+    lone safetensors file or no file. A torch file is memory-mapped, so only its small pickled header is read; of a
+    folder only its ``open_clip_config.json``."""
+    if not path:
+        return {}
+    layout = hf_layout(path)
+    if layout is not None:
+        meta = read_hf_config(layout[0]).get(HF_DECLIP_KEY)
+        return dict(meta) if isinstance(meta, dict) else {}
+    if str(path).endswith('.safetensors'):
         return {}
     found = read_checkpoint(path, mmap=True)
     return dict(found.meta) if found.format == DECLIP_VIT else {}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Writing open_clip's Hugging Face layout
+# ------------------------------------------------------------------------------------------------------------------
+def save_hf_dir(clip_model, folder, model_name: str, declip_meta: Optional[dict] = None,
+                safe_serialization='safetensors', readme: bool = True) -> Path:
+    """Write ``clip_model`` (a full open_clip CLIP model built by open_clip's factory) to ``folder`` in open_clip's
+    Hugging Face layout, the files ``open_clip.push_to_hf_hub`` uploads (``save_for_hf`` + the model card):
+
+    * ``open_clip_model.safetensors``: ``clip_model.state_dict()`` (``safe_serialization='both'`` adds
+      ``open_clip_pytorch_model.bin``, ``False`` writes only that), written as ``save_for_hf`` writes them;
+    * ``open_clip_config.json``: ``{'model_cfg': open_clip.get_model_config(model_name), 'preprocess_cfg': {mean, std,
+      interpolation, resize_mode}}`` by open_clip's own ``save_config_for_hf``, plus our top-level ``declip`` entry
+      (``declip_meta``: DeCLIPViT.declip_meta(), the mode / attn_scale / input_size the weights run with), which
+      open_clip ignores;
+    * ``README.md``: the model card ``push_to_hf_hub`` writes when a repository has none (``generate_readme``).
+
+    No tokenizer files: open_clip builds the CLIP BPE tokenizer from ``model_cfg`` (they are read only when
+    ``text_cfg`` names an ``hf_tokenizer_name``). Returns the folder."""
+    import open_clip
+    import safetensors.torch
+    from open_clip.push_to_hf_hub import generate_readme, save_config_for_hf
+    model_cfg = open_clip.get_model_config(model_name)
+    if model_cfg is None:
+        raise ValueError(f"unknown open_clip model '{model_name}'")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in clip_model.state_dict().items()}
+    if safe_serialization in ('safetensors', True, 'both'):
+        safetensors.torch.save_file(tensors, str(folder / HF_SAFE_WEIGHTS_FILE))
+    if safe_serialization in (False, 'both'):
+        torch.save(tensors, folder / HF_WEIGHTS_FILE)
+    config_file = folder / HF_CONFIG_FILE
+    save_config_for_hf(clip_model, config_file, model_config=model_cfg)
+    if declip_meta is not None:
+        config = json.loads(config_file.read_text(encoding='utf-8'))
+        config[HF_DECLIP_KEY] = dict(declip_meta)
+        config_file.write_text(json.dumps(config, indent=2), encoding='utf-8')
+    if readme:
+        card = dict(tags=('clip', 'open_clip', 'declip'), pipeline_tag='zero-shot-image-classification',
+                    description=_card_description(model_name, declip_meta))
+        (folder / 'README.md').write_text(generate_readme(card, model_name), encoding='utf-8')
+    return folder
+
+
+def export_hf_dir(backbone, folder, text_weights: Optional[str] = None, strict: bool = True,
+                  safe_serialization='safetensors', cache_dir: Optional[str] = None) -> Path:
+    """Write a DeCLIPViT (a built one, or the path of its checkpoint) as an open_clip Hugging Face folder
+    (:func:`save_hf_dir`): the image tower exactly, the text tower and ``logit_scale`` from ``text_weights`` (the
+    ORIGINAL CLIP weights, which DeCLIP leaves frozen: an open_clip tag resolved offline, a file or a folder; None =
+    random), ``declip_meta()`` in the config. ``DeCLIPViT(model_name, pretrained=folder)`` gives back every tensor,
+    the mode, the scale and the input size; ``open_clip.create_model('local-dir:' + folder)`` the raw CLIP."""
+    from ..clip_factory import create_clip
+    if not isinstance(backbone, torch.nn.Module):
+        found = read_checkpoint(backbone, mmap=True)
+        if found.format != DECLIP_VIT:
+            raise ValueError(f'{backbone} is not a DeCLIPViT checkpoint (no meta.declip); it is {found.describe()}')
+        from .declip_vit import DeCLIPViT
+        backbone = DeCLIPViT(found.meta['model_name'], pretrained=str(backbone), cache_dir=cache_dir)
+    clip, _ = create_clip(backbone.model_name, text_weights, cache_dir, strict)
+    clip.visual.load_state_dict(backbone.visual.state_dict(), strict=True)
+    meta = dict(backbone.declip_meta(), text_weights=None if text_weights is None else str(text_weights))
+    return save_hf_dir(clip, folder, backbone.model_name, meta, safe_serialization)
+
+
+def _card_description(model_name: str, meta: Optional[dict]) -> str:
+    if not meta:
+        return f'open_clip {model_name} weights, written by declip-mm.'
+    return (f"A DeCLIP image tower ({model_name}, mode {meta.get('mode')}, attention scale {meta.get('attn_scale')}, "
+            f"input size {meta.get('input_size')}) in open_clip's layout, written by declip-mm. Dense features: "
+            "`DeCLIPViT('" + model_name + "', pretrained='hf-hub:ORG/NAME')` (declip-mm; mode and scale are read "
+            "from the 'declip' entry of open_clip_config.json). The raw tower: "
+            "`open_clip.create_model('hf-hub:ORG/NAME')`.")
 
 
 # ------------------------------------------------------------------------------------------------------------------

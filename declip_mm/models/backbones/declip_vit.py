@@ -101,7 +101,7 @@ class DeCLIPViT(BaseModule):
         path = resolve_pretrained(model_name, pretrained, cache_dir)
         checkpoint = read_checkpoint(path) if path else None         # read once, any format (checkpoints.py)
         ours = checkpoint is not None and checkpoint.format == DECLIP_VIT
-        saved = checkpoint.meta if ours else {}
+        saved = checkpoint.meta if checkpoint is not None else {}     # ours, or an open_clip HF folder's 'declip'
         if saved and saved.get('model_name') != model_name:
             raise ValueError(f"{pretrained} holds a DeCLIPViT of model '{saved.get('model_name')}', "
                              f"but model_name='{model_name}'")

@@ -231,6 +231,12 @@ def test_cli_writes_the_maps_and_refuses_bad_points(photo, tmp_path, capsys):
     assert main(['attention', str(photo), '--points', '3,4', '--out', str(out), '--vfm', str(config),
                  '--backbone', str(tmp_path / 'nothing.pth'), *common]) == 2
     capsys.readouterr()
+    from declip_mm.models import DeCLIPViT
+    weights = tmp_path / 'tiny.pth'
+    DeCLIPViT('DeCLIP-Tiny-ViT-16').save_checkpoint(str(weights))
+    assert main(['attention', str(photo), '--points', '3,4', '--out', str(out), '--vfm', str(config),
+                 '--backbone', str(weights), *common]) == 2
+    assert 'names no VFM weights' in capsys.readouterr().err and not out.exists()
     # the run
     assert main(['attention', str(photo), '--points', '3,4', f'{W - 1},{H - 1}', '--out', str(out),
                  '--random-weights', '--vfm', str(config), *common]) == 0
@@ -298,3 +304,34 @@ def test_the_page_click_in_chromium(photo, tmp_path):
     token = re.search(r'data-token="(\d+),(\d+)"', dom.raw).groups()
     want = service.explorer.token_of(x * W / shown_w, y * H / shown_h, (H, W))
     assert tuple(int(v) for v in token) == want
+
+
+def test_sd_panel_completes_the_vfm_affinity(photo, tmp_path):
+    """(6) = rows of A_sd @ S_vfm on the square teacher grid, cropped: A_sd from the tiny SD's captured
+    self-attention on the distillation's SD view, S_vfm the cosines of the VFM tokens."""
+    from tiny_sd import make_tiny_sd
+
+    from declip_mm.datasets.distill_dataset import resize_and_pad
+    from declip_mm.models import DiffusionTeacher
+    torch.manual_seed(0)
+    sd = DiffusionTeacher(str(make_tiny_sd(tmp_path / 'sd')),
+                          layers=('up_blocks.1.attentions.*.transformer_blocks.0.attn1',))
+    ex = AttentionExplorer('DeCLIP-Tiny-ViT-16', precision='fp32', long_side=LONG, vfm=TINY_VIT, sd=sd, sd_size=64)
+    rgb = np.asarray(Image.open(photo).convert('RGB'))
+    H, W = rgb.shape[:2]
+    maps = ex(rgb, [(W * 0.2, H * 0.8)])
+    gh, gw = maps.grid
+    side = max(gh, gw)
+    with torch.no_grad():
+        a_sd = sd(resize_and_pad(Image.fromarray(rgb), 64)[None].float() / 127.5 - 1, (side, side))[0]
+    assert torch.allclose(a_sd.sum(-1), torch.ones(side * side), atol=1e-5)
+    r, c = maps.tokens[0]
+    # S_vfm's rows on the square grid, rebuilt from the VFM panel's definition for every token
+    view = resize_and_pad(Image.fromarray(rgb), side * 14)[None].float()
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        g = F.normalize(ex.vfm.model.forward_features((view - mean) / std)[0, 5:], dim=-1)
+    want = (a_sd[r * side + c] @ (g @ g.T)).reshape(side, side)[:gh, :gw]
+    np.testing.assert_allclose(maps.panels['sd'][0], want.numpy(), atol=1e-5, rtol=0)
+    assert list(maps.panels)[-2:] == ['vfm', 'sd']

@@ -10,7 +10,7 @@
   tiny one the same, and the crop teacher of the distillation relies on it. With probability ``stuff_drop`` a
   caption names the things only (the world's own captions always name the ground too): otherwise the four stuff
   textures, easy to see, let the loss fall without learning the things.
-* :func:`pretrain_vfm`: the label-free context teacher (see its docstring).
+* the label-free context teacher is ``vfm_pretrain.pretrain_vfm``.
 
 Both write ``<cache>/<key>/{clip,vfm}.pt`` and a json report next to it (``cache.read_report``) and return at
 once when the file is there; ``cache.py`` says what the key hashes and where the cache is.
@@ -18,32 +18,21 @@ once when the file is there; ``cache.py`` says what the key hashes and where the
 import math
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from declip_mm.constants import CLIP_MEAN, CLIP_STD  # 0-1 scale: what our CLIP configs use
 
 from .cache import cached_paths, publish, read_report, save_with_report
 from .data import WorldSplit, load_split
+from .training import cosine_lr, progress_bar
 from .world import CLASS_NAMES, NUM_STUFF, make_caption, read_world_params
 
 CLIP_MODEL = 'DeCLIP-Proof-ViT-8'
 CLIP_TRAINING_VERSION = 1   # bump with any change here or in data.py that alters the trained weights
 CROP_SHOWN, CROP_CUT, CROP_STUFF = 0.6, 0.15, 0.04
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True)
-
-
-def _cosine_lr(step: int, steps: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
 # ---------------------------------------------------------------- CLIP
@@ -147,12 +136,12 @@ def pretrain_clip(world_root, out_path=None, model_name: str = CLIP_MODEL, steps
     split = load_split(world_root, 'train')
     optimizer = torch.optim.AdamW(_clip_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6,
                                   foreach=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine_lr(s, steps, warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, steps, warmup))
     loss_fn = ClipLoss()
     losses = []
     start = time.perf_counter()
     model.train()
-    bar = _progress(steps, 'pretrain CLIP', progress)
+    bar = progress_bar(steps, 'pretrain CLIP', progress)
     for step in range(steps):
         index = rng.choice(len(split.captions), batch_size, replace=len(split.captions) < batch_size)
         images, captions = clip_batch(split, index, rng, size, crop_prob, stuff_drop, crop_min_area)
@@ -184,9 +173,4 @@ def pretrain_clip(world_root, out_path=None, model_name: str = CLIP_MODEL, steps
     return publish(path, out_path)
 
 
-__all__ = ['pretrain_clip', 'pretrain_vfm', 'read_report', 'CLIP_MODEL']
-
-
-def pretrain_vfm(*args, **kwargs) -> Tuple[Path, Dict]:  # defined in vfm_pretrain.py (kept here as the entry point)
-    from .vfm_pretrain import pretrain_vfm as _pretrain_vfm
-    return _pretrain_vfm(*args, **kwargs)
+__all__ = ['pretrain_clip', 'read_report', 'CLIP_MODEL']

@@ -41,7 +41,7 @@ from torch import nn
 
 from .data import load_split
 from .cache import cached_paths, publish, save_with_report
-from .pretrain import _cosine_lr, _progress
+from .training import cosine_lr, progress_bar
 from .world import read_world_params
 
 VFM_ARCH = 'dinov2_vits14_reg'
@@ -204,14 +204,14 @@ def pretrain_vfm(world_root, out_path=None, steps: int = 400, batch_size: int = 
               dict(params=[p for n, p in model.named_parameters()
                            if not (p.ndim < 2 or 'token' in n or 'pos_embed' in n)], weight_decay=weight_decay)]
     optimizer = torch.optim.AdamW(params, lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine_lr(s, steps, warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, steps, warmup))
     images = load_split(world_root, 'train').images
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / 255
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) / 255
     losses = []
     start = time.perf_counter()
     model.train()
-    bar = _progress(steps, 'pretrain VFM', progress)
+    bar = progress_bar(steps, 'pretrain VFM', progress)
     for step in range(steps):
         batch = images[rng.choice(len(images), batch_size, replace=len(images) < batch_size)]
         views, grids = two_views(batch, rng, size, points)

@@ -137,7 +137,7 @@ def _clip_loss_on(model, images, captions):
     import open_clip
     from open_clip.loss import ClipLoss
 
-    from projects.proof_world.proof_world.pretrain import CLIP_MEAN, CLIP_STD
+    from declip_mm.constants import CLIP_MEAN, CLIP_STD
     x = torch.nn.functional.interpolate(images.float(), size=(32, 32), mode='bilinear', antialias=True)
     x = (x / 255 - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1)
     with torch.no_grad():
@@ -200,7 +200,7 @@ def test_pretrain_clip_learns_loads_and_is_cached(tiny_world, tmp_path):
 def test_pretrain_vfm_learns_and_loads_into_the_vfm_teacher(tiny_world, tmp_path):
     from declip_mm.models.teachers import VFMTeacher
     from projects.proof_world.proof_world.cache import read_report
-    from projects.proof_world.proof_world.pretrain import pretrain_vfm
+    from projects.proof_world.proof_world.vfm_pretrain import pretrain_vfm
     kwargs = dict(steps=10, batch_size=6, points=16, lr=2e-3, warmup=1, seed=0, cache_dir=str(tmp_path / 'cache'),
                   progress=False, probe_scenes=(2, 2),
                   model_kwargs=dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, init_values=0.1))

@@ -17,7 +17,8 @@ from pretrain_clip import prepare_world, world_arguments  # noqa: E402  (same fo
 
 
 def main(argv=None):
-    from projects.proof_world.proof_world.pretrain import pretrain_vfm, read_report
+    from projects.proof_world.proof_world.cache import read_report
+    from projects.proof_world.proof_world.vfm_pretrain import pretrain_vfm
     parser = argparse.ArgumentParser(description='Pretrain the proof world VFM (self-supervised, no labels)')
     world_arguments(parser)
     parser.add_argument('--steps', type=int, default=None, help='default: pretrain_vfm\'s')

@@ -335,3 +335,14 @@ def test_sd_panel_completes_the_vfm_affinity(photo, tmp_path):
     want = (a_sd[r * side + c] @ (g @ g.T)).reshape(side, side)[:gh, :gw]
     np.testing.assert_allclose(maps.panels['sd'][0], want.numpy(), atol=1e-5, rtol=0)
     assert list(maps.panels)[-2:] == ['vfm', 'sd']
+
+
+def test_a_bad_point_is_refused_before_torch_is_imported(photo, tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, '-X', 'importtime', '-m', 'declip_mm', 'attention', str(photo), '--points',
+                           '9999,1', '--random-weights', '--out', str(tmp_path / 'o')], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and 'is outside the' in proc.stderr
+    imported = {line.split('|')[-1].strip() for line in proc.stderr.splitlines() if line.startswith('import time:')}
+    assert 'torch' not in imported and 'mmengine' not in imported and not (tmp_path / 'o').exists()

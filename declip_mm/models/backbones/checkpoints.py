@@ -375,8 +375,9 @@ def save_hf_dir(clip_model, folder, model_name: str, declip_meta: Optional[dict]
         config[HF_DECLIP_KEY] = dict(declip_meta)
         config_file.write_text(json.dumps(config, indent=2), encoding='utf-8')
     if readme:
+        # license 'other' (generate_readme's default is 'mit'): the weights keep the licence of those they came from
         card = dict(tags=('clip', 'open_clip', 'declip'), pipeline_tag='zero-shot-image-classification',
-                    description=_card_description(model_name, declip_meta))
+                    license='other', description=_card_description(model_name, declip_meta))
         (folder / 'README.md').write_text(generate_readme(card, model_name), encoding='utf-8')
     return folder
 

@@ -6,9 +6,12 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent
-for _path in (REPO, REPO / 'tests'):         # the package and projects, and tests' shared helpers (test_apis, ...)
+# the package and projects, tests' shared helpers (tiny_sd, reference/) and every test folder: tests mirror the
+# package (tests/models/backbones/...) and import each other's helpers by module name (test file names are unique)
+_TEST_DIRS = sorted({p.parent for p in (REPO / 'tests').rglob('test_*.py')} - {REPO / 'tests'})
+for _path in (REPO, REPO / 'tests', *_TEST_DIRS):
     if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+        sys.path.append(str(_path)) if _path in _TEST_DIRS else sys.path.insert(0, str(_path))
 
 import declip_mm  # noqa: E402,F401
 from declip_mm.constants import TINY_MODELS  # noqa: E402
@@ -21,6 +24,8 @@ MMLogger.get_instance('mmengine')
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: takes more than a few seconds (CI still runs it)')
+    config.addinivalue_line('markers', 'reference: checks behaviour against the reference code or files '
+                                       '(tests/reference/, tests/fixtures/reference/)')
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

@@ -8,7 +8,7 @@ json lists the categories in id order (the official files do).
 LVIS names are the official ones (the categories of ``lvis_v1_{train,val}.json``, bundled as
 ``class_names/lvis_v1.txt``), not mmdet's ``LVISV1Dataset`` list: mmdet 3.3.0 spells category 655 (label 654)
 'speaker_(stereo_equipment)' where the annotation files, and CLIPSelf's class-embedding files, say
-'speaker_(stero_equipment)' (tests/test_lvis_names.py lists every difference).
+'speaker_(stero_equipment)' (tests/datasets/test_lvis_names.py lists every difference).
 """
 import json
 from functools import lru_cache

@@ -4,7 +4,7 @@ The DeCLIP zero-shot branch's ``DeCLIPSegmentation`` (github.com/xiaomoguhz/DeCL
 ``declip_segmentor.py``: ``forward_slide``, ``forward_feature``, ``compute_padsize``, ``postprocess_result``), step for
 step as ``tests/reference/declip_segmentation_ref.py`` re-implements it for the fidelity tests (that file documents
 every step and its source lines). A tool must not import tests, so the slide path lives here too;
-``tests/test_benchmarks.py`` checks that both give the same result to the bit.
+``tests/tools/test_benchmarks.py`` checks that both give the same result to the bit.
 
 What makes it the authors' loop (and what our ``TrainingFreeSegmentor`` changes): one backbone forward per window,
 and each window's cosine logits zero-padded to the whole canvas (``F.pad``) before they are added.

@@ -27,7 +27,7 @@ pass only (their heads, teachers and backward passes have no formula here).
 registry leaves out on the CPU: ``_scaled_dot_product_flash_attention_for_cpu`` (and its backward), which CPU
 SDPA runs, and ``_native_multi_head_attention``, the fused path of ``nn.MultiheadAttention`` at inference
 (OpenAI-style towers). Without them a CPU count misses every attention product (and, in OpenAI towers, the
-q/k/v and output projections). tests/test_benchmarks.py checks the formula against this counter on the tiny
+q/k/v and output projections). tests/tools/test_benchmarks.py checks the formula against this counter on the tiny
 presets, exactly.
 """
 import math

@@ -13,7 +13,7 @@
 # --mmcv-ops build: compile mmcv 2.1.0's ops from the carried source for this GPU's compute capability only
 #   (TORCH_CUDA_ARCH_LIST, MAX_JOBS=cores; several minutes on 16 cores) and run those workflows too.
 # Without CUDA (or with --quick) it runs a tiny CPU case: the tiny preset, one photo, one size, fp32 (the dry run
-# tests/test_benchmarks.py does). Goals checked in summary.txt: batched training-free segmentation >= 2x the
+# tests/tools/test_benchmarks.py does). Goals checked in summary.txt: batched training-free segmentation >= 2x the
 # authors' one-window loop; dense EVA02-B/16 at 448 px <= 10 ms per image.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -111,7 +111,7 @@ PYEOF
 
 if [ "$TESTS" = 1 ]; then
   step "tests"
-  "$PY" -m pytest -q -p no:cacheprovider tests/test_benchmarks.py -k gpu -m "not slow" -rs 2>&1 | tee "$OUT/pytest.txt"
+  "$PY" -m pytest -q -p no:cacheprovider tests/tools/test_benchmarks.py -k gpu -m "not slow" -rs 2>&1 | tee "$OUT/pytest.txt"
 fi
 
 if [ "$BENCH" = 1 ]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Headless Chromium for the web page's browser tests (tests/test_web_app.py): Debian's `chromium` package; and the
-# fonts that draw Chinese / Japanese / Korean and emoji class names on overlays (tests/test_apis.py; at run time
+# Headless Chromium for the web page's browser tests (tests/apis/test_web_app.py): Debian's `chromium` package; and the
+# fonts that draw Chinese / Japanese / Korean and emoji class names on overlays (tests/apis/test_apis.py; at run time
 # declip_mm/apis/fonts.py finds them): fonts-noto-cjk, fonts-noto-color-emoji.
 # Installs what is missing when this is root with apt-get; otherwise says why, and those tests skip with that reason.
 # Measured: about 1 minute (apt-get update + 115 packages, 2026-12-01); the fonts add about 60 MB.

@@ -23,7 +23,9 @@ Formats, in detection order (:data:`FORMATS`; docs/backbone.md "Checkpoint forma
 
 A new format is one :class:`CheckpointFormat` entry here (its detector, what it converts), its conversion function and
 branch in :func:`load_into`, a recorded layout in ``tests/fixtures/reference/`` and a row in
-tests/test_checkpoint_formats.py; ``tools/test.py`` (``attach_checkpoint``) and the converters ask this module.
+tests/models/backbones/test_checkpoint_formats.py; ``tools/test.py`` (``attach_checkpoint``) and the converters ask this
+module. It is long on purpose (timm's habit): every format's detection and conversion stays in this one file, so that
+reading or adding a format touches one place.
 """
 import json
 import logging

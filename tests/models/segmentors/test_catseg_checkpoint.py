@@ -16,7 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.reference
+
+REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / 'tests' / 'fixtures' / 'reference'
 PREFIX = 'sem_seg_head.predictor.transformer.'
 CLIP_PREFIX = 'sem_seg_head.predictor.clip_model.'

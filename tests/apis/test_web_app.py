@@ -635,7 +635,7 @@ def test_one_command_starts_the_server(photo):
     import signal
     command = [sys.executable, '-m', 'declip_mm.apis.web_app', '--port', '0', '--model-name', 'DeCLIP-Tiny-ViT-16',
                '--random-weights', '--device', 'cpu', '--precision', 'fp32', '--example-image', str(photo)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                       os.environ.get('PYTHONPATH', '')]))
     try:
         proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)

@@ -19,7 +19,7 @@ from mmengine.structures import BaseDataElement
 from declip_mm.engine.runner_setup import attach_checkpoint
 from declip_mm.models import DeCLIPViT, create_clip
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 REGION_CONFIG = REPO / 'configs/region_classification/region-cls_declip-eva02-b16_coco-panoptic-val2017-560.py'
 TINY = 'DeCLIP-Tiny-EVA02-16'
 CLASSES = ['cat', 'dog', 'sky', 'grass', 'road']

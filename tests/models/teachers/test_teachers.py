@@ -157,7 +157,7 @@ def test_sam_image_encoder_loads_official_file(tmp_path):
 
 def test_dinov2_position_table_is_resized_the_official_way():
     """DINOv2 without registers (and DINO): bicubic, scale factor (n + 0.1) / M, no antialiasing, CLS position
-    untouched (the register models' rule is tested against the hub code in test_fidelity.py)."""
+    untouched (the register models' rule is tested against the hub code in the reference-marked tests)."""
     import torch.nn.functional as F
     torch.manual_seed(0)
     teacher = VFMTeacher('dinov2_vits14', model_kwargs=dict(TINY_VIT, img_size=98))       # 7 x 7 source grid

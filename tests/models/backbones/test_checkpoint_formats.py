@@ -23,7 +23,7 @@ from declip_mm.models.backbones.checkpoints import (CATSEG_D2, CLIP_FORMATS, DEC
                                                     read_hf_config, stored_settings)
 from declip_mm.utils import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 TINY_EVA, TINY_VIT = 'DeCLIP-Tiny-EVA02-16', 'DeCLIP-Tiny-ViT-16'
 
 
@@ -52,7 +52,7 @@ def assert_loaded(model: torch.nn.Module, expected: dict):
 # ------------------------------------------------------------------------------------------------------------------
 def open_clip_hf_folder(tmp_path):
     """open_clip's Hugging Face layout (open_clip_config.json + open_clip_model.safetensors), written by
-    export_hf_dir from a DeCLIPViT: its 'declip' entry carries the mode (tests/test_hf_layout.py: the whole layout)."""
+    export_hf_dir from a DeCLIPViT: its 'declip' entry carries the mode (tests/models/backbones/test_hf_layout.py: the whole layout)."""
     from declip_mm.models.backbones.checkpoints import export_hf_dir
     ours = perturbed(DeCLIPViT(TINY_EVA, mode='kk', attn_scale=1.0, input_size=96), 9)
     folder = export_hf_dir(ours, tmp_path / 'declip_tiny_hf')

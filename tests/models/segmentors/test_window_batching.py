@@ -12,7 +12,9 @@ from mmseg.structures import SegDataSample
 from declip_mm.models.segmentors.training_free import (DEFAULT_WINDOW_BUDGET_MB, slide_windows,
                                                        window_activation_bytes)
 from reference.declip_segmentation_ref import reference_segment
-from test_fidelity import segmentor_config, voc_inputs
+from test_training_free_reference import segmentor_config, voc_inputs
+
+pytestmark = pytest.mark.reference
 
 NAMES = ['background; sky; wall', 'person; people', 'cat', 'dog; puppy', 'sofa; couch', 'tvmonitor']
 

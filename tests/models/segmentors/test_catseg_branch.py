@@ -16,7 +16,9 @@ import torch.nn.functional as F
 
 from reference import declip_catseg_ref as ref
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.reference
+
+REPO = Path(__file__).resolve().parents[3]
 TINY = 'DeCLIP-Tiny-EVA02-16'
 TRAIN_CONFIGS = {'EVA02-CLIP-B-16': 'configs/catseg/catseg_declip-eva02-b16_coco-stuff-384_80k.py',
                  'EVA02-CLIP-L-14-336': 'configs/catseg/catseg_declip-eva02-l14-336_coco-stuff-336_80k.py'}

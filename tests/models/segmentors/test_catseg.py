@@ -225,7 +225,7 @@ def test_bundled_vocabularies_are_byte_identical_to_catseg():
     """Every bundled json has the git blob id of CAT-Seg's file (sha1 of 'blob <size>\\0' + the bytes): the same
     bytes, and every one of CAT-Seg's seven vocabularies is bundled."""
     import hashlib
-    folder = Path(__file__).resolve().parents[1] / 'declip_mm' / 'vocabularies' / 'catseg'
+    folder = Path(__file__).resolve().parents[3] / 'declip_mm' / 'vocabularies' / 'catseg'
     blobs = {}
     for path in sorted(folder.glob('*.json')):
         data = path.read_bytes()
@@ -239,7 +239,7 @@ def test_catseg_configs_train_and_test_through_the_runner(sample_root, tmp_path)
     photos, then the ADE-150 test config's protocol and d2 metric on them."""
     from mmengine.config import Config
     from mmengine.runner import Runner
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[3]
     cfg = Config.fromfile(str(repo / 'configs/catseg/catseg_declip-eva02-b16_test-ade150.py'))
     names = ['background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
              'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor']
@@ -286,7 +286,7 @@ def test_detectron2_checkpoint_import(tmp_path):
     d2.update({f'sem_seg_head.predictor.clip_model.{k}': v for k, v in to_eva_clip_format(model.backbone).items()})
     d2.update({f'sem_seg_head.predictor.clip_model.{k}': v for k, v in model.text_encoder.state_dict().items()})
     torch.save({'model': d2, 'iteration': 80000}, tmp_path / 'model_final.pth')
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[3]
     (tmp_path / 'cfg.py').write_text(f"""
 _base_ = ['{repo}/configs/catseg/catseg_declip-eva02-b16_coco-stuff-384_80k.py']
 model = dict(backbone=dict(model_name='{TINY}', out_indices=(0, 1)), text_model='{TINY}', clip_resolution=128,
@@ -324,7 +324,7 @@ def test_catseg_suite_writes_the_six_benchmark_table(sample_root, tmp_path):
     import os
     import subprocess
     import sys
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[3]
     cfgs = tmp_path / 'cfgs'
     cfgs.mkdir()
     names = ['background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
@@ -368,7 +368,7 @@ def test_l14_test_configs_are_the_b16_protocol_on_the_l14_model(bench):
     """Each L/14-336 test config = the B/16 test config's data, vocabulary and metric on the L/14 training config's
     model (blocks 7/15, CLIP at 336)."""
     from mmengine.config import Config
-    root = Path(__file__).resolve().parents[1] / 'configs/catseg'
+    root = Path(__file__).resolve().parents[3] / 'configs/catseg'
     b16 = Config.fromfile(str(root / f'catseg_declip-eva02-b16_test-{bench}.py'))
     l14 = Config.fromfile(str(root / f'catseg_declip-eva02-l14-336_test-{bench}.py'))
     l14_train = Config.fromfile(str(root / 'catseg_declip-eva02-l14-336_coco-stuff-336_80k.py'))

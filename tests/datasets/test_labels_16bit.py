@@ -21,7 +21,9 @@ import declip_mm  # noqa: F401  (registers the modules)
 from declip_mm.datasets.transforms import LoadFullRangeAnnotations, check_label_values, decode_label_array
 from declip_mm.evaluation.d2_iou_metric import d2_areas
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.reference
+
+REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / 'tests/fixtures/reference/labels'
 CATSEG = REPO / 'configs/catseg'
 

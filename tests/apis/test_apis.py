@@ -12,7 +12,7 @@ from declip_mm.apis import (DenseFeatureExtractor, OpenVocabDetector, OpenVocabS
                             segment_image)
 from declip_mm.apis.image_size import ImageSizeError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = 'DeCLIP-Tiny-ViT-16'
 TINY_EVA = 'DeCLIP-Tiny-EVA02-16'
 
@@ -44,7 +44,7 @@ def tiny_segmentation_config(tmp_path) -> Path:
 
 
 def tiny_fvit_config(tmp_path) -> Path:
-    """The OV-COCO B/16 F-ViT config with tiny towers at 128 px (as tests/test_detection.py), as a config file."""
+    """The OV-COCO B/16 F-ViT config with tiny towers at 128 px (as tests/models/detectors/test_detection.py), as a config file."""
     path = Path(tmp_path) / 'tiny_fvit.py'
     path.write_text(f"""_base_ = ['{REPO}/configs/detection/fvit_declip-eva02-b16_ov-coco-640_3e.py']
 BN = dict(type='BN', requires_grad=True)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from declip_mm.models import DeCLIPViT, create_clip
 from declip_mm.models.clip_factory import resolve_pretrained
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 ATOL = 1e-5
 SIZES = [(224, 224), (96, 160)]  # the pretraining size, and a smaller non-square one
 

@@ -22,7 +22,9 @@ from declip_mm.models import DeCLIPViT
 from declip_mm.models.backbones.checkpoints import (convert_eva_clip_state_dict, is_eva_clip_state_dict,
                                                     unwrap_state_dict)
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.reference
+
+REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / 'tests' / 'fixtures' / 'reference'
 REGION_CONFIG = REPO / 'configs/region_classification/region-cls_declip-eva02-b16_coco-panoptic-val2017-560.py'
 LAYOUTS = {'declip_b16': 'declip_authors_pt_b16.json', 'declip_l14': 'declip_authors_pt_l14.json',

@@ -248,7 +248,7 @@ def test_eval_all_benchmarks_script_writes_a_summary(sample_root, tmp_path):
     import subprocess
     import sys
     from pathlib import Path
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     cfgs = tmp_path / 'cfgs'
     cfgs.mkdir()
     (cfgs / 'tiny_voc21.py').write_text(f'''

@@ -13,7 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.reference
+
+REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / 'tests' / 'fixtures' / 'reference'
 TINY = 'DeCLIP-Tiny-EVA02-16'
 SPEAKER = 654                                                    # label of category id 655

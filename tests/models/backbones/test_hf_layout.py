@@ -28,7 +28,7 @@ from declip_mm.models.backbones.checkpoints import (HF_CONFIG_FILE, OPEN_CLIP_HF
                                                     stored_settings)
 from declip_mm.models.clip_factory import resolve_pretrained
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / 'tools' / 'converters'))
 TINY_EVA, TINY_VIT = 'DeCLIP-Tiny-EVA02-16', 'DeCLIP-Tiny-ViT-16'
 REV = '0123456789abcdef0123456789abcdef01234567'

@@ -16,7 +16,7 @@ from mmengine.runner import Runner
 
 from reference import fvit_ref
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 TINY = 'DeCLIP-Tiny-EVA02-16'
 NOVEL = {'cat', 'dog', 'quokka'}
 SIZE = 128

@@ -21,7 +21,7 @@ from declip_mm.models import DeCLIPViT
 from declip_mm.registry import DATASETS, MODELS
 from declip_mm.utils import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_CFG = REPO / 'configs/distill/declip_tiny-vit_tiny-dinov2_sample-photos_cpu.py'
 
 

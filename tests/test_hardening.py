@@ -270,3 +270,13 @@ def test_the_catseg_converter_reads_safely(evil, tmp_path):
     with pytest.raises(UntrustedCheckpointError):
         convert(str(path), str(tmp_path / 'out.pth'), 'configs/catseg/catseg_declip-eva02-b16_coco-stuff-384_80k.py')
     assert not marker.exists() and not (tmp_path / 'out.pth').exists()
+
+
+def test_a_distillation_checkpoint_as_backbone_says_what_to_use(photos, tmp_path, capsys):  # noqa: F811
+    torch.save(dict(state_dict={'student.visual.trunk.pos_embed': torch.ones(2)}, meta=dict(epoch=1, hist=np.arange(2))),
+               tmp_path / 'epoch_1.pth')
+    code = main(['features', str(photos / 'gray.png'), '--backbone', str(tmp_path / 'epoch_1.pth'), '--out',
+                 str(tmp_path / 'o'), '--quiet'])
+    err = capsys.readouterr().err
+    assert code == 2 and 'is a distillation checkpoint' in err and 'declip_backbone_final.pth' in err
+    assert 'Traceback' not in err and "error: '" not in err

@@ -156,7 +156,8 @@ def build(factory, *args, **kwargs):
     try:
         return factory(*args, **kwargs)
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
-        raise SetupError(str(err).strip('"').splitlines()[0] if str(err) else type(err).__name__) from None
+        text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        raise SetupError(text.splitlines()[0] if text else type(err).__name__) from None
 
 
 def device_of(args) -> str:

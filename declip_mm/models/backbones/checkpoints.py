@@ -81,6 +81,9 @@ class LoadReport(NamedTuple):
 
         message = (f'{source}: {len(self.missing)} missing keys [{fmt(self.missing)}]; '
                    f'{len(self.unexpected)} unexpected keys [{fmt(self.unexpected)}]')
+        if self.unexpected and all(k.startswith(('student.', 'teacher.')) for k in self.unexpected):
+            message = (f'{source} is a distillation checkpoint (student.* keys): use the backbone that run exported, '
+                       f'declip_backbone_final.pth or declip_backbone_epoch_E.pth ({message})')
         if strict:
             raise KeyError(message + '. Pass strict=False to load anyway (the mismatch is still logged).')
         logger.warning(message)

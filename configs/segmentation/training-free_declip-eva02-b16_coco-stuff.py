@@ -1,5 +1,5 @@
 # Training-free open-vocabulary segmentation, COCO-Stuff 164k val2017 (171 classes): logit scale 40, background threshold 0.
-#   python tools/test.py segmentation/training-free_declip-eva02-b16_coco-stuff.py declip_backbone_final.pth
+#   python tools/test.py configs/segmentation/training-free_declip-eva02-b16_coco-stuff.py declip_backbone_final.pth
 _base_ = [
     '../_base_/models/training_free_eva02_b16.py',
     '../_base_/datasets/ov_seg/coco_stuff.py',

@@ -4,7 +4,8 @@ Rules (docs/inference.md):
 
 * a string is read as a file only when such a file exists; a string that looks like a path (it ends in
   ``.txt`` / ``.csv`` / ``.json`` / ``.names``, or contains a path separator) and does not exist is an error;
-  anything else is comma-separated class names, so ``"cat"`` is the one class 'cat';
+  anything else is comma-separated class names, so ``"cat"`` is the one class 'cat'; one trailing comma is
+  allowed and makes any string class names: ``"AC/DC,"`` is the one class 'AC/DC' (not a missing file);
 * a file holds one class per line (``#`` lines are comments), or comma-separated names;
 * ``bundled:NAME`` is one of the bundled benchmark lists (``bundled:voc21``, ``bundled:ade20k``, ...;
   ``declip_mm/vocabularies/class_names/``);
@@ -76,8 +77,14 @@ def read_vocabulary_spec(spec: Union[str, Sequence[str]]) -> List[str]:
         raise VocabularyError(f"vocabulary '{spec}' is a folder, not a class-name file")
     if _looks_like_path(text) and ',' not in text:
         raise VocabularyError(f"vocabulary file not found: '{spec}' (to use it as a class name, put a comma "
-                              f"after it: '{spec},')")
-    return text.split(',')
+                              f"after it: '{text},')")
+    return _split_names(text)
+
+
+def _split_names(text: str) -> List[str]:
+    """Comma-separated names; one trailing comma ends the list ('AC/DC,' is the one class 'AC/DC')."""
+    items = text.split(',')
+    return items[:-1] if len(items) > 1 and not items[-1].strip() else items
 
 
 def _read_file(path: Path) -> List[str]:
@@ -88,7 +95,7 @@ def _read_file(path: Path) -> List[str]:
     lines = [ln.strip() for ln in raw.splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith('#')]
     if len(lines) == 1 and ',' in lines[0]:
-        return lines[0].split(',')
+        return _split_names(lines[0])
     return lines
 
 

@@ -50,6 +50,7 @@ run backbone tools/benchmark_backbone.py --models ViT-B-16 EVA02-B-16 --sizes 22
   --repeats 3 --compare-attention --profile
 run inference tools/benchmark_inference.py --images 3 --repeats 3 --dtypes fp32 bf16 --profile
 run features tools/benchmark_features.py --images 3 --repeats 3 --dtypes fp32 bf16 --profile
+run vocabulary tools/benchmark_vocabulary.py --classes 20 2000 --cli
 run detection tools/benchmark_detection.py --batch 2 --repeats 3 --profile
 run catseg tools/benchmark_catseg.py --vocabulary voc20 --batch 1 --repeats 2 --profile
 run distill-tiny tools/benchmark_distill.py --configs configs/distill/declip_tiny-vit_tiny-dinov2_sample-photos_cpu.py \

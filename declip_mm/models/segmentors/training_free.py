@@ -16,6 +16,13 @@ them and runs the backbone once for as many windows as ``test_cfg.window_budget_
 activation peak of one window: :func:`window_activation_bytes`), capped by ``test_cfg.window_batch``
 (1 = the authors' one window per forward). The cosines are then taken, resized and summed window by window in
 the authors' order, so the result equals the one-window path up to the backbone's batched-matmul rounding.
+
+Memory (:meth:`TrainingFreeSegmentor.predict`): the backbone runs once per image, then the text queries are scored
+in chunks of :meth:`~TrainingFreeSegmentor.queries_per_chunk` (``test_cfg.score_budget_mb``): per chunk the
+window-averaged cosines at the input size and the logits at the output size, folded into a running per-class
+maximum and a running softmax maximum and sum (``ChunkedClassProbabilities``). So the (S, H, W) maps of all S
+queries never exist at once; only the (K, H0, W0) class probabilities of the result do. Labels equal, and
+probabilities agree to 1e-6 with, the unchunked :meth:`slide_inference` + :meth:`postprocess_result`.
 """
 import math
 from typing import List, Optional, Sequence, Tuple, Union
@@ -35,6 +42,9 @@ from ..text.vocabulary import ClassVocabularyMixin, load_class_names  # noqa: F4
 # default memory budget of one batched backbone forward: every window of the paper configs' images (448 short side,
 # 336 / 112 windows: 8-12 windows; Cityscapes 560 x 1120: 24) in one forward with a B/16 or L/14 tower
 DEFAULT_WINDOW_BUDGET_MB = 1024
+# default memory budget of one chunk of text queries' maps in predict (:meth:`TrainingFreeSegmentor.queries_per_chunk`):
+# the paper benchmarks' vocabularies (21-171 queries) on their 448-short-side inputs in 1-3 chunks
+DEFAULT_SCORE_BUDGET_MB = 256
 
 
 def patch_padding(h: int, w: int, patch: int):
@@ -82,7 +92,9 @@ class TrainingFreeSegmentor(ClassVocabularyMixin, EncoderDecoder):
         test_cfg (dict): mmseg test settings: mode 'slide' (crop_size, stride) or 'whole'. Slide only:
             ``window_budget_mb`` (default 1024), the estimated activation memory one batched backbone forward may
             use, and ``window_batch`` (default None = no cap), the most windows (times images) per forward;
-            ``window_batch=1`` is the one-window-at-a-time path.
+            ``window_batch=1`` is the one-window-at-a-time path. Both modes: ``score_budget_mb`` (default 256),
+            the memory of one chunk of text queries' maps in :meth:`predict`, and ``query_chunk`` (default None =
+            no cap), the most queries per chunk.
             Defaults to ``dict(mode='slide', crop_size=(336, 336), stride=(112, 112))``.
         data_preprocessor (dict, optional): mmseg data preprocessor config (e.g. ``SegDataPreProcessor`` with CLIP
             mean / std). Defaults to None.
@@ -105,6 +117,7 @@ class TrainingFreeSegmentor(ClassVocabularyMixin, EncoderDecoder):
         self.align_corners = False
         self.test_cfg = ConfigDict(test_cfg)
         self.windows_per_forward(1, 1)                         # check the window settings now, not at test time
+        self.queries_per_chunk(1, (1, 1), (1, 1), 1)           # and the chunk settings
         self.train_cfg = None
         self.decode_head = None
 
@@ -131,10 +144,14 @@ class TrainingFreeSegmentor(ClassVocabularyMixin, EncoderDecoder):
 
     def window_cosines(self, dense: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         """Dense features of padded h x w windows (B, D, gh, gw) -> query cosines (B, S, h, w): cosine with
-        every query, bilinear to the padded window, padding cut off."""
+        every query, bilinear to the padded window, padding cut off (:meth:`resize_window`)."""
+        return self.resize_window(self.class_embeddings.query_cosines(dense), size)
+
+    def resize_window(self, cosines: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """Query cosines (B, c, gh, gw) of padded h x w windows -> (B, c, h, w): bilinear to the padded window,
+        padding cut off. Channel by channel, so any slice of the queries gives the same numbers."""
         h, w = size
         left, right, top, bottom = patch_padding(h, w, self.backbone.patch_size)
-        cosines = self.class_embeddings.query_cosines(dense)
         cosines = F.interpolate(cosines, size=(top + h + bottom, left + w + right), mode='bilinear',
                                 align_corners=False)
         return cosines[..., top:top + h, left:left + w]
@@ -155,44 +172,106 @@ class TrainingFreeSegmentor(ClassVocabularyMixin, EncoderDecoder):
         fits = max(1, int(budget_mb * 2 ** 20 // per_window))
         return fits if cap is None else min(fits, cap)
 
-    def slide_inference(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
-        """mmseg's ``slide_inference`` with the windows batched through the backbone: inputs (B, 3, H, W) ->
-        window-averaged query cosines (B, S, H, W). The windows of :func:`slide_windows` go through
-        :meth:`window_dense` in groups of :meth:`windows_per_forward` (window-major, image-minor); each window's
-        cosines are summed into the canvas in the grid's order, then divided by the coverage."""
+    def queries_per_chunk(self, batch: int, input_hw: Tuple[int, int], window_hw: Tuple[int, int],
+                          output_pixels: int) -> int:
+        """How many text queries one chunk of :meth:`predict` scores: ``score_budget_mb`` over one query's float32
+        maps (the canvas at the input size and one window per image, three maps at the largest output size),
+        capped by ``query_chunk``; at least 1."""
+        budget_mb = self.test_cfg.get('score_budget_mb', DEFAULT_SCORE_BUDGET_MB)
+        cap = self.test_cfg.get('query_chunk', None)
+        if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not budget_mb > 0:
+            raise ValueError(f'test_cfg.score_budget_mb must be a positive number (MB), got {budget_mb!r}')
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f'test_cfg.query_chunk must be a positive int or None, got {cap!r}')
+        per_query = 4 * (batch * (input_hw[0] * input_hw[1] + window_hw[0] * window_hw[1]) + 3 * output_pixels)
+        fits = max(1, int(budget_mb * 2 ** 20 // per_query))
+        return fits if cap is None else min(fits, cap)
+
+    def window_grid_cosines(self, inputs: torch.Tensor) -> List[Tuple[Tuple[int, int, int, int], torch.Tensor]]:
+        """Inputs (B, 3, H, W) -> [((y1, y2, x1, x2), query cosines (B, S, gh, gw) at the patch grid), ...] of every
+        window: slide mode, the windows of :func:`slide_windows` through :meth:`window_dense` in groups of
+        :meth:`windows_per_forward` (window-major, image-minor), in the grid's order; whole mode, the whole input.
+        At the patch grid all S queries are small (2000 queries x 21 x 21 patches: 3.5 MB a window)."""
         batch, _, height, width = inputs.shape
+        cosines = self.class_embeddings.query_cosines
+        if self.test_cfg.get('mode', 'whole') != 'slide':
+            return [((0, height, 0, width), cosines(self.window_dense(inputs)))]
         boxes = slide_windows(height, width, self.test_cfg.crop_size, self.test_cfg.stride)
         y1, y2, x1, x2 = boxes[0]
         group = max(1, self.windows_per_forward(y2 - y1, x2 - x1) // batch)
-        preds = inputs.new_zeros((batch, self.out_channels, height, width))
-        count = inputs.new_zeros((batch, 1, height, width))
+        windows = []
         for start in range(0, len(boxes), group):
             chunk = boxes[start:start + group]
             dense = self.window_dense(torch.cat([inputs[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk]))
-            for (y1, y2, x1, x2), window in zip(chunk, dense.split(batch)):
-                preds[:, :, y1:y2, x1:x2] += self.window_cosines(window, (y2 - y1, x2 - x1))
-                count[:, :, y1:y2, x1:x2] += 1
-        return preds / count
+            windows.extend((box, cosines(window)) for box, window in zip(chunk, dense.split(batch)))
+        return windows
+
+    def query_maps(self, windows, inputs: torch.Tensor, queries: slice = slice(None)) -> torch.Tensor:
+        """:meth:`window_grid_cosines` of ``inputs`` -> window-averaged cosines (B, c, H, W) of the queries ``queries``:
+        each window's cosines (:meth:`resize_window`) summed into the canvas in the grid's order, then divided by
+        the coverage."""
+        batch, _, height, width = inputs.shape
+        channels = len(range(self.out_channels)[queries])
+        preds = inputs.new_zeros((batch, channels, height, width))
+        count = inputs.new_zeros((batch, 1, height, width))
+        for (y1, y2, x1, x2), window in windows:
+            preds[:, :, y1:y2, x1:x2] += self.resize_window(window[:, queries], (y2 - y1, x2 - x1))
+            count[:, :, y1:y2, x1:x2] += 1
+        return preds.div_(count)
+
+    def slide_inference(self, inputs: torch.Tensor, batch_img_metas: List[dict]) -> torch.Tensor:
+        """mmseg's ``slide_inference`` with the windows batched through the backbone: inputs (B, 3, H, W) ->
+        window-averaged query cosines (B, S, H, W) of all queries (:meth:`window_grid_cosines`, :meth:`query_maps`)."""
+        return self.query_maps(self.window_grid_cosines(inputs), inputs)
+
+    def predict(self, inputs: torch.Tensor, data_samples=None):
+        """mmseg's ``predict`` (:meth:`slide_inference` or ``whole_inference``, then :meth:`postprocess_result`)
+        with the text queries in chunks of :meth:`queries_per_chunk`: the backbone runs once; per chunk,
+        :meth:`query_maps`, then per image :meth:`output_logits` into its ``ChunkedClassProbabilities``."""
+        if data_samples is None:
+            data_samples = [SegDataSample(metainfo=dict(ori_shape=inputs.shape[2:])) for _ in inputs]
+        windows = self.window_grid_cosines(inputs)
+        y1, y2, x1, x2 = windows[0][0]
+        out_pixels = max(math.prod(s.metainfo['ori_shape'][:2]) for s in data_samples)
+        per_chunk = self.queries_per_chunk(len(inputs), inputs.shape[-2:], (y2 - y1, x2 - x1), out_pixels)
+        probs = [self.class_embeddings.chunked_class_probabilities() for _ in data_samples]
+        for start in range(0, self.out_channels, per_chunk):
+            queries = slice(start, min(start + per_chunk, self.out_channels))
+            maps = self.query_maps(windows, inputs, queries)
+            for cosines, sample, image_probs in zip(maps, data_samples, probs):
+                image_probs.add(self.output_logits(cosines, sample.metainfo), queries)
+            del maps
+        for sample, image_probs in zip(data_samples, probs):
+            self.set_prediction(sample, image_probs.result())
+        return data_samples
+
+    def output_logits(self, cosines: torch.Tensor, meta: dict) -> torch.Tensor:
+        """One image's query cosines (c, H, W) of the network input -> logits (c, H0, W0): padding removed,
+        un-flipped, bilinear to ``ori_shape``, times the logit scale."""
+        H, W = cosines.shape[-2:]
+        left, right, top, bottom = meta.get('img_padding_size', meta.get('padding_size', [0] * 4))
+        cosines = cosines[None, :, top:H - bottom, left:W - right]
+        if meta.get('flip'):
+            cosines = cosines.flip(dims=(3,) if meta.get('flip_direction') == 'horizontal' else (2,))
+        cosines = F.interpolate(cosines, size=tuple(meta['ori_shape'][:2]), mode='bilinear', align_corners=False)[0]
+        return cosines.mul_(self.logit_scale)
+
+    def set_prediction(self, sample, probs: torch.Tensor) -> None:
+        """Class probabilities (K, H0, W0) -> ``seg_logits`` and the labels (the background threshold) as
+        ``pred_sem_seg`` of ``sample``."""
+        best, labels = probs.max(dim=0, keepdim=True)
+        if self.bg_thresh > 0:
+            labels[best < self.bg_thresh] = self.bg_index
+        sample.set_data(dict(seg_logits=PixelData(data=probs), pred_sem_seg=PixelData(data=labels)))
 
     def postprocess_result(self, seg_logits: torch.Tensor, data_samples=None):
         """Query cosines (B, S, H, W) of the network input -> per image: padding removed, un-flipped, bilinear
         to ``ori_shape``, scaled, class probabilities (K, H0, W0) as ``seg_logits``, labels as ``pred_sem_seg``."""
         if data_samples is None:
             data_samples = [SegDataSample(metainfo=dict(ori_shape=seg_logits.shape[-2:])) for _ in seg_logits]
-        H, W = seg_logits.shape[-2:]
         for cosines, sample in zip(seg_logits, data_samples):
-            meta = sample.metainfo
-            left, right, top, bottom = meta.get('img_padding_size', meta.get('padding_size', [0] * 4))
-            cosines = cosines[None, :, top:H - bottom, left:W - right]
-            if meta.get('flip'):
-                cosines = cosines.flip(dims=(3,) if meta.get('flip_direction') == 'horizontal' else (2,))
-            cosines = F.interpolate(cosines, size=tuple(meta['ori_shape'][:2]), mode='bilinear',
-                                    align_corners=False)[0]
-            probs = self.class_embeddings.class_probabilities(cosines * self.logit_scale, dim=0)
-            best, labels = probs.max(dim=0, keepdim=True)
-            if self.bg_thresh > 0:
-                labels[best < self.bg_thresh] = self.bg_index
-            sample.set_data(dict(seg_logits=PixelData(data=probs), pred_sem_seg=PixelData(data=labels)))
+            logits = self.output_logits(cosines, sample.metainfo)
+            self.set_prediction(sample, self.class_embeddings.class_probabilities(logits, dim=0))
         return data_samples
 
     def extract_feat(self, inputs: torch.Tensor):

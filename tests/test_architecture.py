@@ -44,6 +44,29 @@ def imports_of(path: Path, top_level_only: bool = False):
                 yield alias.name, node.lineno
 
 
+def find_cycle(graph: dict):
+    """The first cycle (a list of modules, first = last) in ``graph`` {module: imported modules}, or None."""
+    state = {}
+
+    def visit(node, stack):
+        state[node] = 'open'
+        for nxt in graph[node]:
+            if state.get(nxt) == 'open':
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt, stack + [nxt])
+                if found:
+                    return found
+        state[node] = 'done'
+        return None
+    for node in graph:
+        if node not in state:
+            found = visit(node, [node])
+            if found:
+                return found
+    return None
+
+
 def test_layers_import_downwards_only():
     upward = set()
     for path in PACKAGE.rglob('*.py'):
@@ -65,19 +88,8 @@ def test_module_level_imports_have_no_cycle():
     modules = {module_name(p): p for p in PACKAGE.rglob('*.py')}
     for name, path in modules.items():
         graph[name] = {t for t, _ in imports_of(path, top_level_only=True) if t in modules and t != name}
-    state = {}
-
-    def visit(node, stack):
-        state[node] = 'open'
-        for nxt in graph[node]:
-            if state.get(nxt) == 'open':
-                pytest.fail(f"import cycle: {' -> '.join(stack[stack.index(nxt):] + [nxt])}")
-            if nxt not in state:
-                visit(nxt, stack + [nxt])
-        state[node] = 'done'
-    for node in graph:
-        if node not in state:
-            visit(node, [node])
+    cycle = find_cycle(graph)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
 
 def test_importing_the_package_does_not_import_the_proof_project():

@@ -21,20 +21,11 @@ from mmengine.config import Config
 
 from tools.benchmarks import harness
 from tools.benchmarks.flops import counted_flops
-from tools.benchmarks.harness import Column, fmt_percent, fmt_sig
+from tools.benchmarks.harness import Column
 from tools.benchmarks.roofline import add_profile, add_roofline
 
 COLUMNS = [Column('config', 'config', is_key=True), Column('device', 'device', is_key=True),
-           Column('test vocabulary', 'vocabulary_text', is_key=True),
-           Column('test ms / image (min)', 'test_ms_per_image', fmt_sig(3)),
-           Column('test ms / image (median)', 'test_ms_median', fmt_sig(3)),
-           Column('test GFLOP / image', 'test_gflop', fmt_sig(4)),
-           Column('test % of peak', 'test_peak_share', fmt_percent),
-           Column('test peak extra MB', 'test_peak_mb'), Column('train batch', 'train_batch', is_key=True),
-           Column('train s / iteration (min)', 'train_s_per_iter', fmt_sig(3)),
-           Column('train s / iteration (median)', 'train_s_median', fmt_sig(3)),
-           Column('train GFLOP / iteration', 'train_gflop', fmt_sig(4)),
-           Column('train % of peak', 'train_peak_share', fmt_percent), Column('train peak extra MB', 'train_peak_mb')]
+           Column('test vocabulary', 'vocabulary_text', is_key=True)] + harness.TEST_AND_TRAIN_COLUMNS
 
 
 def build(config, vocabulary, device):

@@ -24,7 +24,7 @@ from mmengine.config import Config, ConfigDict
 
 from tools.benchmarks import harness
 from tools.benchmarks.flops import counted_flops, vit_flops
-from tools.benchmarks.harness import Column, fmt_percent, fmt_sig
+from tools.benchmarks.harness import Column
 from tools.benchmarks.roofline import add_profile, add_roofline
 
 
@@ -78,16 +78,8 @@ def fake_batch(size: int, batch: int, base_classes, device: str):
 
 
 COLUMNS = [Column('config', 'config', is_key=True), Column('device', 'device', is_key=True),
-           Column('size', 'size', is_key=True), Column('precision', 'precision', is_key=True),
-           Column('test ms / image (min)', 'test_ms_per_image', fmt_sig(3)),
-           Column('test ms / image (median)', 'test_ms_median', fmt_sig(3)),
-           Column('test GFLOP / image', 'test_gflop', fmt_sig(4)),
-           Column('test % of peak', 'test_peak_share', fmt_percent),
-           Column('test peak extra MB', 'test_peak_mb'), Column('train batch', 'train_batch', is_key=True),
-           Column('train s / iteration (min)', 'train_s_per_iter', fmt_sig(3)),
-           Column('train s / iteration (median)', 'train_s_median', fmt_sig(3)),
-           Column('train GFLOP / iteration', 'train_gflop', fmt_sig(4)),
-           Column('train % of peak', 'train_peak_share', fmt_percent), Column('train peak extra MB', 'train_peak_mb')]
+           Column('size', 'size', is_key=True), Column('precision', 'precision', is_key=True)] + \
+    harness.TEST_AND_TRAIN_COLUMNS
 
 
 def main(argv=None):

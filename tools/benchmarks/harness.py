@@ -505,6 +505,18 @@ class Bench:
         return 0
 
 
+# the test + one training iteration columns of the F-ViT and CAT-Seg benchmarks (after their own key columns)
+TEST_AND_TRAIN_COLUMNS = [
+    Column('test ms / image (min)', 'test_ms_per_image', fmt_sig(3)),
+    Column('test ms / image (median)', 'test_ms_median', fmt_sig(3)),
+    Column('test GFLOP / image', 'test_gflop', fmt_sig(4)),
+    Column('test % of peak', 'test_peak_share', fmt_percent),
+    Column('test peak extra MB', 'test_peak_mb'), Column('train batch', 'train_batch', is_key=True),
+    Column('train s / iteration (min)', 'train_s_per_iter', fmt_sig(3)),
+    Column('train s / iteration (median)', 'train_s_median', fmt_sig(3)),
+    Column('train GFLOP / iteration', 'train_gflop', fmt_sig(4)),
+    Column('train % of peak', 'train_peak_share', fmt_percent), Column('train peak extra MB', 'train_peak_mb')]
+
 PEAK_COLUMNS = [Column('device', 'device', is_key=True), Column('precision', 'dtype', is_key=True),
                 Column('n', 'n'), Column('GFLOP/s (best)', 'gflops'), Column('GFLOP/s (median)', 'gflops_median'),
                 Column('torch', 'torch', is_key=True), STATE_COLUMN]

@@ -32,12 +32,23 @@ def run_tool(main, prog: str) -> None:
     from declip_mm.utils import CheckpointError
     try:
         main()
+        _close_process_group()
     except (FileNotFoundError, CheckpointError, UsageError) as err:
         print(f'{prog}: error: {err}', file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(f'{prog}: interrupted', file=sys.stderr)
         sys.exit(130)
+
+
+def _close_process_group() -> None:
+    """Wait for every rank, then close the distributed process group that mmengine opened and never closes: a
+    gloo group left to interpreter exit can abort a rank ('terminate called without an active exception')
+    after training has finished."""
+    dist = sys.modules.get('torch.distributed')
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 class UsageError(Exception):

@@ -6,6 +6,9 @@
         --checkpoint fvit.pth --text-weights merged2b_s8b_b131k --vocab classes.txt --out dets/
     declip-mm features photos/ clip.mp4 --model-name EVA02-B-16 --backbone declip_eva02_b16.pth --out feats/
     declip-mm attention photo.jpg --points 120,80 400,300 --model-name EVA02-B-16 --backbone declip_eva02_b16.pth
+    declip-mm export --onnx declip_onnx/ --model-name EVA02-B-16 --backbone declip_eva02_b16.pth \
+        --text-weights merged2b_s8b_b131k [--vocab "cat,dog"]     # then: segment ... --backend onnxruntime \
+                                                                   #       --backbone declip_onnx/
     declip-mm serve                                   # the local web page
 
 Every input is processed on its own: a file that cannot be read is skipped with a message, counted, and the
@@ -59,6 +62,12 @@ def _common(p: argparse.ArgumentParser, weights: bool = True, text: bool = True)
                        'file; required except for the tiny presets)')
 
 
+def _backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--backend', default='pytorch', choices=('pytorch', 'onnxruntime'),
+                   help='onnxruntime: run the ONNX export folder given as --backbone (declip-mm export --onnx; CPU, '
+                        'fp32, its mode and scale)')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='declip-mm', description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -86,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help='outputs of larger images are scaled down to this many pixels (4000000; 0 = never)')
     seg.add_argument('--mode', default=None,
                      help=f'dense features: {PROTOCOL.mode} (default), qq, kk, vanilla, maskclip')
+    _backend(seg)
 
     det = sub.add_parser('detect', help='open-vocabulary detection with a trained F-ViT: overlay PNG, JSON boxes')
     _common(det, weights=False)
@@ -110,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                       '<name>_masks.<fmt> (n, D) mask-pooled embeddings of each non-zero id, and the ids')
     feat.add_argument('--mode', default=None, help="the last block's mode (default: the checkpoint's, or csa)")
     feat.add_argument('--batch-size', type=int, default=8, help='video frames per forward')
+    _backend(feat)
 
     att = sub.add_parser('attention', help='attention and affinity maps at points of one image (PNG grid + .npz)')
     att.add_argument('image', help='one image file')
@@ -138,6 +149,29 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument('--sd', default=None, help='adds the SD-completed affinity: a Stable Diffusion folder '
                      '(diffusers layout; needs --vfm)')
     att.add_argument('--sd-size', type=int, default=512, help='side of the square SD view (512)')
+
+    exp = sub.add_parser('export', help='ONNX export: dense image encoder, text tower, settings JSON (optionally a '
+                         'baked vocabulary) for onnxruntime and other runtimes')
+    exp.add_argument('--onnx', dest='out', metavar='DIR', required=True, help='the export folder (created)')
+    exp.add_argument('--model-name', default=TINY_MODELS[0], help='open_clip model of the weights (default: the tiny '
+                     'random test preset)')
+    exp.add_argument('--backbone', default=None, help='DeCLIP weights (as for segment)')
+    exp.add_argument('--text-weights', default=None, help='the ORIGINAL CLIP weights for the text tower (as for segment)')
+    exp.add_argument('--config', default=None, help='a training-free segmentation config instead (with --checkpoint)')
+    exp.add_argument('--checkpoint', default=None, help='weights for --config')
+    exp.add_argument('--random-weights', action='store_true', help='export towers without weights (for trying the '
+                     'pipeline; the export and everything run with it say so)')
+    exp.add_argument('--mode', default=None, help=f"the last block's mode, fixed in the graph ({PROTOCOL.mode}, as "
+                     'segment; qq, kk, vanilla, maskclip)')
+    exp.add_argument('--attn-scale', default=None, help=f"the attention scale, fixed in the graph "
+                     f"({PROTOCOL.attn_scale}, as segment; or a number)")
+    exp.add_argument('--vocab', default=None, help="bake this vocabulary's text embeddings into the image graph "
+                     '(as for segment): it then also outputs every token\'s cosine with each text query')
+    exp.add_argument('--opset', type=int, default=18, help='ONNX opset (18)')
+    exp.add_argument('--overwrite', action='store_true', help='replace files in the folder that declip-mm did not write')
+    exp.add_argument('--trust-checkpoint', action='store_true', help='allow weights files that hold arbitrary pickled '
+                     'Python objects (can run code: only for files you trust)')
+    exp.set_defaults(skip_existing=False)
 
     sub.add_parser('serve', help='the local web page (declip-mm serve --help)', add_help=False)
     return parser

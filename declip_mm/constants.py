@@ -45,11 +45,13 @@ class SegmentationProtocol:
     ``OpenVocabSegmenter``'s (where None means "the protocol's") and so the ``declip-mm segment`` command's, which
     passes None for every option the user did not set.
 
-    mode: the dense features of DeCLIPViT's last block; logit_scale: the scale of the cosine logits (VOC21's config
+    mode: the dense features of DeCLIPViT's last block; attn_scale: its attention scale (the authors' protocol runs
+    every checkpoint at 1/sqrt(head width), whatever it was distilled with); logit_scale: the scale of the cosine logits (VOC21's config
     sets 80); bg_thresh: with a named background, pixels whose best class probability is below it become background
     (COCO-Object's 0.2; VOC21's config 0.4); window / stride: the sliding window and its stride in network pixels;
     short_side / max_long_side: mmseg's ``Resize(scale=(max_long_side, short_side), keep_ratio=True)``."""
     mode: str = 'csa'
+    attn_scale: str = '1/sqrt(d)'
     logit_scale: float = 40.0
     bg_thresh: float = 0.2
     window: int = 336

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..constants import CLIP_MEAN_255_ROUNDED, CLIP_STD_255_ROUNDED, TINY_MODELS
+from .backends import check_backend, onnx_towers
 from .image_size import MAX_ASPECT, check_aspect, rescaled
 from .inputs import as_rgb_image, to_rgb_uint8
 from .precision import autocast, check_device, resolve_precision
@@ -62,14 +63,27 @@ class DenseFeatureExtractor:
         long_side (int): network input's longest side in pixels (rounded up to the patch size). Defaults to 448.
         batch_size (int): frames per forward in :meth:`video`. Defaults to 8.
         max_aspect (float): images more elongated than this are refused. Defaults to 64.0.
+        backend (str): 'pytorch', or 'onnxruntime' to run the image tower of an ONNX export folder given as
+            ``backbone`` (``declip-mm export --onnx``; CPU, fp32; its mode and scale). Defaults to 'pytorch'.
     """
+    backend = 'pytorch'
 
     def __init__(self, model_name: str = TINY_MODELS[0], backbone: Optional[str] = None, device='cpu',
                  precision: str = 'auto', mode: Optional[str] = None, attn_scale=None, long_side: int = 448,
-                 batch_size: int = 8, max_aspect: float = MAX_ASPECT):
-        warn_if_random(model_name, backbone=backbone)
-        self._setup(dict(type='DeCLIPViT', model_name=model_name, pretrained=backbone, mode=mode,
-                         attn_scale=attn_scale, trainable='none'), device, precision, long_side, batch_size, max_aspect)
+                 batch_size: int = 8, max_aspect: float = MAX_ASPECT, backend: str = 'pytorch'):
+        check_backend(backend, device, precision)
+        if backend == 'onnxruntime':
+            backbone_cfg, _, manifest = onnx_towers(backbone, model_name, mode, text=False)
+            if attn_scale is not None:
+                raise ValueError(f"attn_scale: the export's scale ({manifest['attn_scale']:g}) is fixed in its graph")
+            warn_if_random(manifest['model_name'], backbone=None if manifest['random_weights'] else backbone)
+            precision = 'fp32'
+        else:
+            warn_if_random(model_name, backbone=backbone)
+            backbone_cfg = dict(type='DeCLIPViT', model_name=model_name, pretrained=backbone, mode=mode,
+                                attn_scale=attn_scale, trainable='none')
+        self.backend = backend
+        self._setup(backbone_cfg, device, precision, long_side, batch_size, max_aspect)
 
     @classmethod
     def from_config(cls, config, checkpoint: Optional[str] = None, device='cpu', precision: str = 'auto',
@@ -102,7 +116,8 @@ class DenseFeatureExtractor:
         init_default_scope('declip_mm')
         self.device = check_device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.backbone = MODELS.build(backbone_cfg).to(self.device).eval()
+        self.backbone = (MODELS.build(backbone_cfg) if isinstance(backbone_cfg, dict) else backbone_cfg).to(
+            self.device).eval()
         p = self.backbone.patch_size
         if long_side < p:
             raise ValueError(f'long_side {long_side} is below the patch size {p}')
@@ -179,7 +194,8 @@ class DenseFeatureExtractor:
                              f'{boxes[bad][0].tolist()}')
         sy, sx = f.scale
         scaled = boxes * torch.tensor([sx, sy, sx, sy])
-        return self.backbone.extract_regions(f.map[None].to(self.device), [scaled.to(self.device)])[0].float().cpu()
+        from ..models.backbones.declip_vit import pool_regions
+        return pool_regions(f.map[None].to(self.device), [scaled.to(self.device)], f.stride)[0].float().cpu()
 
     def masks(self, image_or_features, masks) -> torch.Tensor:
         """Boolean masks (n, H, W) at the image's size -> (n, D) L2-normalised mask-pooled embeddings (the

@@ -1,4 +1,5 @@
-"""The work of the ``declip-mm`` commands (``segment``, ``detect``, ``features``) on the options ``cli.py`` parsed.
+"""The work of the ``declip-mm`` commands (``segment``, ``detect``, ``features``, ``attention``, ``export``) on the
+options ``cli.py`` parsed.
 
 A run goes one way:
 
@@ -17,7 +18,9 @@ features, attention) share the checks and the loop above and read best side by s
 """
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -133,6 +136,38 @@ def check_setup(args, text: bool = True) -> bool:
     return bool(missing)
 
 
+def check_onnx_setup(args) -> bool:
+    """``--backend onnxruntime``: the export folder is the ``--backbone`` and nothing else sets the towers (checked
+    before any model). Returns whether the export was made from random towers (then only with --random-weights)."""
+    check_ranges(args)
+    if args.config is not None:
+        raise SetupError('--backend onnxruntime runs an export folder given as --backbone; drop --config')
+    if getattr(args, 'text_weights', None) is not None:
+        raise SetupError("--text-weights: the onnxruntime backend runs the export folder's own text tower; drop it")
+    if args.backbone is None:
+        raise SetupError('--backend onnxruntime needs --backbone EXPORT_DIR (declip-mm export --onnx EXPORT_DIR '
+                         'writes one)')
+    from ..deploy.onnx_runtime import OnnxExportError, read_manifest
+    try:
+        manifest = read_manifest(args.backbone)
+    except OnnxExportError as err:
+        raise SetupError(f'--backbone: {err}') from None
+    from .backends import check_backend
+    try:
+        check_backend('onnxruntime', args.device or 'cpu', args.precision)
+    except ValueError as err:
+        raise SetupError(str(err)) from None
+    if getattr(args, 'mode', None) not in (None, manifest['mode']):
+        raise SetupError(f"{args.backbone} was exported in mode '{manifest['mode']}' (fixed in the graph), not "
+                         f"'{args.mode}': export again with --mode {args.mode}")
+    if args.model_name not in (TINY_MODELS[0], manifest['model_name']):
+        raise SetupError(f"{args.backbone} is an export of '{manifest['model_name']}', not '{args.model_name}'")
+    if manifest.get('random_weights') and not args.random_weights:
+        raise SetupError(f'{args.backbone} was exported from towers without weights (random: meaningless results); '
+                         'pass --random-weights to run it anyway')
+    return bool(manifest.get('random_weights'))
+
+
 def open_outputs(args, files: List[Path], settings: dict, outputs_of: Callable[[str], List[str]]):
     """The checked output folder; drops earlier outputs from ``files`` and refuses (before any model is built)
     to replace files this tool did not write there. Returns (folder, files)."""
@@ -219,7 +254,7 @@ def segment(args) -> int:
         if given:
             raise SetupError(f"--config sets the model and its protocol; drop --{', --'.join(given).replace('_', '-')}")
     files = collect(args)
-    random = check_setup(args)
+    random = check_onnx_setup(args) if args.backend == 'onnxruntime' else check_setup(args)
     writer, files = open_outputs(args, files, dict(vocabulary=vocab.classes, class_names=vocab.names,
                                                    background=vocab.background, random_weights=random),
                                  lambda name: [f'{name}_overlay.png', f'{name}_labels.png', f'{name}.json'])
@@ -232,9 +267,9 @@ def segment(args) -> int:
         seg = build(OpenVocabSegmenter, args.model_name, backbone=args.backbone, text_weights=args.text_weights,
                     device=device, precision=args.precision, mode=args.mode, logit_scale=args.logit_scale,
                     bg_thresh=args.bg_thresh, window=args.window, stride=args.stride, short_side=args.short_side,
-                    max_output_pixels=args.max_output_pixels)
+                    max_output_pixels=args.max_output_pixels, backend=args.backend)
     seg.set_vocabulary(vocab)
-    writer.summary['settings'].update(device=str(seg.device), precision=seg.precision,
+    writer.summary['settings'].update(device=str(seg.device), precision=seg.precision, backend=seg.backend,
                                       bg_thresh=seg.bg_thresh if vocab.background else None)
     announce(args, random)
 
@@ -293,7 +328,7 @@ def features(args) -> int:
         if given:
             raise SetupError(f"--config sets the backbone; drop --{', --'.join(given)}")
     files = collect(args)
-    random = check_setup(args, text=False)
+    random = check_onnx_setup(args) if args.backend == 'onnxruntime' else check_setup(args, text=False)
     boxes = _read_boxes(args.boxes)
     if args.masks is not None and not Path(args.masks).is_dir():
         raise SetupError(f'--masks {args.masks}: not a folder')
@@ -310,9 +345,10 @@ def features(args) -> int:
                    precision=args.precision, long_side=args.long_side, batch_size=args.batch_size)
     else:
         fx = build(DenseFeatureExtractor, args.model_name, backbone=args.backbone, device=device,
-                   precision=args.precision, mode=args.mode, long_side=args.long_side, batch_size=args.batch_size)
+                   precision=args.precision, mode=args.mode, long_side=args.long_side, batch_size=args.batch_size,
+                   backend=args.backend)
     writer.summary['settings'].update(model=fx.backbone.model_name, mode=fx.backbone.mode, long_side=fx.long_side,
-                                      device=str(fx.device), precision=fx.precision)
+                                      device=str(fx.device), precision=fx.precision, backend=fx.backend)
     announce(args, random)
 
     def store(name, tensor):
@@ -485,4 +521,70 @@ def attention(args) -> int:
     return finish(args, writer)
 
 
-COMMANDS = dict(segment=segment, detect=detect, features=features, attention=attention)
+def _attn_scale(value: Optional[str]):
+    if value is None or value == '1/sqrt(d)':
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise SetupError(f"--attn-scale must be a number or '1/sqrt(d)', got '{value}'") from None
+
+
+def export(args) -> int:
+    """``declip-mm export --onnx DIR``: the dense image encoder and the text tower as ONNX graphs, their settings
+    and optionally a baked vocabulary (``declip_mm/deploy/onnx_export.py``)."""
+    from ..constants import SEGMENTATION_PROTOCOL
+    if args.config is not None:
+        given = [flag for flag in ('backbone', 'text_weights', 'mode', 'attn_scale') if getattr(args, flag) is not None]
+        if given:
+            raise SetupError(f"--config sets the model and its protocol; drop --{', --'.join(given).replace('_', '-')}")
+    if not 7 <= args.opset <= 23:
+        raise SetupError(f'--opset must be an ONNX opset between 7 and 23, got {args.opset}')
+    attn_scale = _attn_scale(args.attn_scale)
+    vocab = parse_vocabulary(args.vocab) if args.vocab is not None else None
+    random = check_setup(args)
+    from ..deploy.onnx_export import IMAGE_FILE, MANIFEST, TEXT_FILE, VOCABULARY_EMBEDDINGS, VOCABULARY_FILE
+    names = [IMAGE_FILE, TEXT_FILE, MANIFEST] + ([VOCABULARY_FILE, VOCABULARY_EMBEDDINGS] if vocab else [])
+    try:
+        writer = OutputFolder(Path(args.out), args.command, dict(random_weights=random), overwrite=args.overwrite)
+        writer.claim(names)
+    except OutputError as err:
+        raise SetupError(str(err).replace('--out', '--onnx')) from None
+    from ..deploy.onnx_export import OnnxExportError, export_onnx
+    from ..registry import MODELS
+    if args.config is not None:
+        from . import OpenVocabSegmenter
+        seg = build(OpenVocabSegmenter.from_config, args.config, args.checkpoint, device='cpu', precision='fp32')
+        backbone, text = seg.model.backbone, seg.text_encoder
+        backbone.mode = seg.model.mode or backbone.mode          # the protocol's mode is the one the graph runs
+    else:
+        from mmengine.registry import init_default_scope
+        init_default_scope('declip_mm')
+        protocol = SEGMENTATION_PROTOCOL
+        backbone = build(MODELS.build, dict(type='DeCLIPViT', model_name=args.model_name, pretrained=args.backbone,
+                                            mode=protocol.or_default('mode', args.mode), trainable='none',
+                                            attn_scale=protocol.or_default('attn_scale', attn_scale)))
+        text = build(MODELS.build, dict(type='OpenCLIPTextEncoder', model_name=args.model_name,
+                                        pretrained=args.text_weights, embedding_cache=False))
+    announce(args, random)
+    report(f'declip-mm export: {backbone.model_name}, mode {backbone.mode}, attention scale {backbone.attn_scale:g}'
+           f"{f', {len(vocab.classes)} classes baked in' if vocab else ''} -> {args.out}")
+    staging = Path(tempfile.mkdtemp(prefix='.declip-mm-export-', dir=args.out))
+    try:
+        manifest = export_onnx(backbone, text, staging, vocabulary=vocab.classes if vocab else None, opset=args.opset,
+                               random_weights=random, sources=dict(
+                                   config=args.config, checkpoint=args.checkpoint, backbone=args.backbone,
+                                   text_weights=args.text_weights))
+        for name in names:                           # every file replaced atomically, only once all were written
+            (staging / name).replace(Path(args.out) / name)
+    except OnnxExportError as err:
+        raise SetupError(str(err)) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    writer.done(dict(source='export', files={n: str(Path(args.out) / n) for n in names},
+                     model_name=manifest['model_name'], mode=manifest['mode'], attn_scale=manifest['attn_scale'],
+                     vocabulary=manifest['vocabulary'], random_weights=random))
+    return finish(args, writer)
+
+
+COMMANDS = dict(segment=segment, detect=detect, features=features, attention=attention, export=export)

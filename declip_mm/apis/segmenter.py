@@ -36,6 +36,7 @@ import torch
 
 from ..constants import CLIP_MEAN_255_ROUNDED, CLIP_STD_255_ROUNDED, SEGMENTATION_PROTOCOL, TINY_MODELS
 from .image_size import MAX_ASPECT, MAX_OUTPUT_PIXELS, output_size, rescaled, segmentation_input_size
+from .backends import check_backend, onnx_towers
 from .inputs import as_rgb_image
 from .precision import autocast, check_device, resolve_precision
 from .random_weights import warn_if_random
@@ -153,8 +154,8 @@ class OpenVocabSegmenter:
             'fp16'. Defaults to 'auto'.
         mode (str, optional): the dense features' mode; None = the protocol's 'csa' (the authors').
             Defaults to None.
-        attn_scale (float | str): the attention scale (the authors' protocol: '1/sqrt(d)').
-            Defaults to '1/sqrt(d)'.
+        attn_scale (float | str, optional): the attention scale; None = the protocol's '1/sqrt(d)' (the authors'),
+            or with the onnxruntime backend the export's. Defaults to None.
         logit_scale (float, optional): scale of the cosine logits; None = the protocol's 40 (the benchmarks' except
             VOC21's 80). Defaults to None.
         bg_thresh (float, optional): with a named background, pixels whose best class probability is below it are
@@ -173,28 +174,44 @@ class OpenVocabSegmenter:
         max_output_pixels (int, optional): outputs larger than this are downscaled (0 = never); None =
             ``image_size.MAX_OUTPUT_PIXELS`` (4 MP). Defaults to None.
         templates (str | Sequence[str]): the text prompts. Defaults to 'imagenet80'.
+        backend (str): 'pytorch', or 'onnxruntime' to run the towers of an ONNX export folder given as ``backbone``
+            (``declip-mm export --onnx``; its text tower too, so no ``text_weights``; CPU, fp32; ``mode`` None = the
+            export's). Defaults to 'pytorch'.
         **segmentor_kwargs: more ``TrainingFreeSegmentor`` arguments (e.g. ``test_cfg``).
     """
 
+    backend = 'pytorch'
+
     def __init__(self, model_name: str = TINY_MODELS[0], backbone: Optional[str] = None,
                  text_weights: Optional[str] = None, device='cpu', precision: str = 'auto', mode: Optional[str] = None,
-                 attn_scale='1/sqrt(d)', logit_scale: Optional[float] = None, bg_thresh: Optional[float] = None,
+                 attn_scale=None, logit_scale: Optional[float] = None, bg_thresh: Optional[float] = None,
                  window: Optional[int] = None, stride: Optional[int] = None, short_side: Optional[int] = None,
                  max_long_side: Optional[int] = None, min_short_side: int = 224, max_aspect: float = MAX_ASPECT,
                  max_output_pixels: Optional[int] = None, templates: Union[str, Sequence[str]] = 'imagenet80',
-                 **segmentor_kwargs):
-        warn_if_random(model_name, backbone=backbone, text_weights=text_weights)
+                 backend: str = 'pytorch', **segmentor_kwargs):
         protocol = SEGMENTATION_PROTOCOL
-        backbone_cfg = dict(type='DeCLIPViT', model_name=model_name, pretrained=backbone, attn_scale=attn_scale,
-                            trainable='none')
-        text_cfg = dict(type='OpenCLIPTextEncoder', model_name=model_name, pretrained=text_weights,
-                        templates=templates, synonym_reduce='max')
+        check_backend(backend, device, precision)
+        if backend == 'onnxruntime':
+            if text_weights is not None:
+                raise ValueError('text_weights: the onnxruntime backend runs the text tower of the export folder')
+            backbone_cfg, text_cfg, manifest = onnx_towers(backbone, model_name, mode, templates=templates)
+            if attn_scale is not None:
+                raise ValueError(f"attn_scale: the export's scale ({manifest['attn_scale']:g}) is fixed in its graph")
+            mode, precision = manifest['mode'], 'fp32'
+            warn_if_random(manifest['model_name'], backbone=None if manifest['random_weights'] else backbone)
+        else:
+            warn_if_random(model_name, backbone=backbone, text_weights=text_weights)
+            backbone_cfg = dict(type='DeCLIPViT', model_name=model_name, pretrained=backbone, trainable='none',
+                                attn_scale=protocol.or_default('attn_scale', attn_scale))
+            text_cfg = dict(type='OpenCLIPTextEncoder', model_name=model_name, pretrained=text_weights,
+                            templates=templates, synonym_reduce='max')
         segmentor_kwargs.setdefault('test_cfg', protocol.test_cfg(window, stride))
         segmentor_kwargs = dict(mode=protocol.or_default('mode', mode),
                                 logit_scale=protocol.or_default('logit_scale', logit_scale), **segmentor_kwargs)
         size_rule = dict(short_side=protocol.or_default('short_side', short_side),
                          max_long_side=protocol.or_default('max_long_side', max_long_side),
                          min_short_side=min_short_side, max_aspect=max_aspect)
+        self.backend = backend
         self._setup(backbone_cfg, text_cfg, segmentor_kwargs, device, precision,
                     protocol.or_default('bg_thresh', bg_thresh), size_rule, max_output_pixels)
 

@@ -48,6 +48,31 @@ class DeCLIPFeatures(NamedTuple):
     intermediates: List[torch.Tensor]
 
 
+def pool_regions(dense: torch.Tensor, boxes: Sequence[torch.Tensor], patch_size: int, output_size: int = 1,
+                 box_units: str = 'pixels', normalize: bool = True) -> List[torch.Tensor]:
+    """:meth:`DeCLIPViT.extract_regions` of a raw dense map (B, D, h, w) of a tower with ``patch_size``: mmcv's
+    RoIAlign (aligned, adaptive sampling) of per-image (n_i, 4) xyxy boxes -> per image (n_i, D) or (n_i, N*N, D)."""
+    from mmcv.ops import roi_align
+    if len(boxes) != dense.shape[0]:
+        raise ValueError(f'got boxes for {len(boxes)} images but a batch of {dense.shape[0]}')
+    if box_units not in ('pixels', 'tokens'):
+        raise ValueError(f"box_units must be 'pixels' or 'tokens', got '{box_units}'")
+    for i, b in enumerate(boxes):
+        if b.dim() != 2 or b.shape[-1] != 4:
+            raise ValueError(f'boxes[{i}] must be (n, 4) xyxy, got {tuple(b.shape)}')
+    rois = torch.cat([torch.cat([b.new_full((len(b), 1), i), b], dim=1) for i, b in enumerate(boxes)])
+    scale = 1.0 / patch_size if box_units == 'pixels' else 1.0
+    # mmcv's kernels index raw memory: the map must be contiguous
+    cells = roi_align(dense.float().contiguous(), rois.float().to(dense.device), (output_size, output_size),
+                      scale, 0, 'avg', True)
+    cells = cells.flatten(2).transpose(1, 2).to(dense.dtype)          # (K, N*N, D)
+    if normalize:
+        cells = F.normalize(cells, dim=-1)
+    if output_size == 1:
+        cells = cells[:, 0]
+    return list(cells.split([len(b) for b in boxes]))
+
+
 @MODELS.register_module()
 class DeCLIPViT(BaseModule):
     """CLIP ViT (OpenAI/OpenCLIP or EVA02 family) with DeCLIP's decoupled last block.
@@ -302,7 +327,6 @@ class DeCLIPViT(BaseModule):
         Returns:
             per image an (n_i, D) tensor (output_size 1) or (n_i, N*N, D) cells, L2-normalised if ``normalize``.
         """
-        from mmcv.ops import roi_align
         if images_or_dense.dim() == 4 and images_or_dense.shape[1] == 3:
             dense = self.extract_dense(images_or_dense, mode=mode, normalize=False)
         elif images_or_dense.dim() == 4 and images_or_dense.shape[1] == self.embed_dim:
@@ -310,24 +334,7 @@ class DeCLIPViT(BaseModule):
         else:
             raise ValueError(f'expected images (B, 3, H, W) or a dense map (B, {self.embed_dim}, h, w), '
                              f'got {tuple(images_or_dense.shape)}')
-        if len(boxes) != dense.shape[0]:
-            raise ValueError(f'got boxes for {len(boxes)} images but a batch of {dense.shape[0]}')
-        if box_units not in ('pixels', 'tokens'):
-            raise ValueError(f"box_units must be 'pixels' or 'tokens', got '{box_units}'")
-        for i, b in enumerate(boxes):
-            if b.dim() != 2 or b.shape[-1] != 4:
-                raise ValueError(f'boxes[{i}] must be (n, 4) xyxy, got {tuple(b.shape)}')
-        rois = torch.cat([torch.cat([b.new_full((len(b), 1), i), b], dim=1) for i, b in enumerate(boxes)])
-        scale = 1.0 / self.patch_size if box_units == 'pixels' else 1.0
-        # mmcv's kernels index raw memory: the map must be contiguous
-        cells = roi_align(dense.float().contiguous(), rois.float().to(dense.device), (output_size, output_size),
-                          scale, 0, 'avg', True)
-        cells = cells.flatten(2).transpose(1, 2).to(dense.dtype)          # (K, N*N, D)
-        if normalize:
-            cells = F.normalize(cells, dim=-1)
-        if output_size == 1:
-            cells = cells[:, 0]
-        return list(cells.split([len(b) for b in boxes]))
+        return pool_regions(dense, boxes, self.patch_size, output_size, box_units, normalize)
 
     # ---------------------------------------------------------------- checkpoints
     def declip_meta(self) -> dict:

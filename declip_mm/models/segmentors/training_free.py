@@ -167,7 +167,8 @@ class TrainingFreeSegmentor(ClassVocabularyMixin, EncoderDecoder):
             raise ValueError(f'test_cfg.window_batch must be a positive int or None, got {cap!r}')
         p = self.backbone.patch_size
         tokens = math.ceil(h / p) * math.ceil(w / p) + 1
-        element_size = next(self.backbone.parameters()).element_size()
+        weights = next(self.backbone.parameters(), None)              # none: a runtime's float32 graph
+        element_size = 4 if weights is None else weights.element_size()
         per_window = window_activation_bytes(tokens, self.backbone.width, self.backbone.num_heads, element_size)
         fits = max(1, int(budget_mb * 2 ** 20 // per_window))
         return fits if cap is None else min(fits, cap)

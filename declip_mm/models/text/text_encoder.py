@@ -143,6 +143,15 @@ class OpenCLIPTextEncoder(BaseModule):
                  batch_size: int = 256, embedding_cache: Union[None, str, bool] = None,
                  cache_dir: Optional[str] = None, strict: bool = True):
         super().__init__()
+        self.init_prompts(model_name, templates, synonym_reduce, batch_size)      # bad settings fail before the tower
+        clip, _ = create_clip(model_name, pretrained, cache_dir, strict)
+        clip.visual = torch.nn.Identity()  # only the text tower is kept
+        self.clip = clip.eval().requires_grad_(False)
+        self.init_cache(embedding_cache, self._weights_id(resolve_pretrained(model_name, pretrained, cache_dir)))
+
+    def init_prompts(self, model_name: str, templates, synonym_reduce: str, batch_size: int) -> None:
+        """Prompt rules and tokenizer: with :meth:`init_cache`, everything but the tower, so another runtime of the
+        same tower (``declip_mm/deploy/onnx_runtime.py``) shares them."""
         if isinstance(templates, str):
             if templates not in TEMPLATE_SETS:
                 raise ValueError(f"templates must be one of {list(TEMPLATE_SETS)} or a list, got '{templates}'")
@@ -164,19 +173,22 @@ class OpenCLIPTextEncoder(BaseModule):
         self.batch_size = batch_size
         self.model_name = model_name
 
-        clip, _ = create_clip(model_name, pretrained, cache_dir, strict)
-        clip.visual = torch.nn.Identity()  # only the text tower is kept
-        self.clip = clip.eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model_name)
-        self.weights_id = self._weights_id(resolve_pretrained(model_name, pretrained, cache_dir))
+        self.prompt_rule = prompt_rule
+
+    def init_cache(self, embedding_cache: Union[None, str, bool], weights_id: str) -> None:
+        """The embedding cache of these prompts with the tower's weights ``weights_id`` (module doc)."""
+        self.weights_id = weights_id
         if embedding_cache is False:
             self.cache_file = None
         else:
             root = Path(embedding_cache) if embedding_cache else Path(os.environ.get(
                 'DECLIP_CACHE', Path.home() / '.cache' / 'declip-mm')) / 'text_embeddings'
-            key = hashlib.sha256(json.dumps([model_name, self.weights_id, prompt_rule, self.templates]).encode()).hexdigest()
-            self.cache_file = root / f'{model_name}-{key[:16]}.pt'
+            key = hashlib.sha256(json.dumps([self.model_name, self.weights_id, self.prompt_rule, self.templates]).encode()
+                                 ).hexdigest()
+            self.cache_file = root / f'{self.model_name}-{key[:16]}.pt'
         self._memory = {}
+        self._cache_read = False
         self.num_encoded_prompts = 0  # how many prompts went through the text tower (cache misses)
 
     def train(self, mode: bool = True):
@@ -198,20 +210,23 @@ class OpenCLIPTextEncoder(BaseModule):
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
         """(P,) prompts -> (P, D) L2-normalised text embeddings, ``batch_size`` prompts per call (written into one
         preallocated output: a list of small per-batch outputs fragmented the heap, up to +3 GB RSS at 160k prompts)."""
-        device = next(self.clip.parameters()).device
         out = None
         for start in range(0, len(prompts), self.batch_size):
-            tokens = self.tokenizer(list(prompts[start:start + self.batch_size])).to(device)
-            emb = F.normalize(self.clip.encode_text(tokens).float(), dim=-1)
+            emb = F.normalize(self.encode_tokens(self.tokenizer(list(prompts[start:start + self.batch_size]))), dim=-1)
             if out is None:
                 out = emb.new_empty((len(prompts), emb.shape[-1]))
             out[start:start + len(emb)] = emb
         self.num_encoded_prompts += len(prompts)
         return out
 
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids (P, L) -> text embeddings (P, D) float32, on the tower's device."""
+        return self.clip.encode_text(tokens.to(next(self.clip.parameters()).device)).float()
+
     def _load_cache(self):
-        if self.cache_file is not None and not self._memory and self.cache_file.is_file():
-            self._memory = torch.load(self.cache_file, map_location='cpu', weights_only=True)
+        if self.cache_file is not None and not self._cache_read and self.cache_file.is_file():
+            self._memory = {**torch.load(self.cache_file, map_location='cpu', weights_only=True), **self._memory}
+        self._cache_read = True
 
     def _save_cache(self):
         if self.cache_file is None:

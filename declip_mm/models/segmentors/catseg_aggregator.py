@@ -18,6 +18,12 @@ aggregation's MLP is ``MLP`` as the reference's ``ClassTransformerLayer.MLP`` (c
 rename, with ``attention.mlp.*``, still load: ``ClassAggregation`` renames them on load). The shifted block's
 ``attn_mask`` has the reference's name but is recomputed, not stored (non-persistent): the reference saves it as a
 persistent buffer, and the importer checks those saved masks against ours and reports them as ignored.
+
+Speed (the CAT-Seg profile in docs/benchmarks.md): the class aggregation queries only the T real class slots (the
+padding slots are keys and values; their own outputs were dropped, so computing them, and their MLP, was waste),
+projects q / k from x and the per-image text guidance separately instead of concatenating a repeated guidance
+(same weights, rounding differs by about 1e-7), and ``linear_attention`` lays q / k / v out by head once instead of
+three permuted einsum copies (bit for bit the same result); the MLP's ReLU runs in place.
 """
 from typing import List, Optional, Sequence
 
@@ -29,13 +35,28 @@ from torch import nn
 from ...registry import MODELS
 
 
+def _feature_map_by_head(t: torch.Tensor) -> torch.Tensor:
+    """elu(t) + 1 of t (N, L, H, D), returned as a new contiguous (N, H, L, D) tensor: the layout the batched
+    products of :func:`linear_attention` read without a permuted copy each. Without autograd the elu runs in place
+    on the copy; with it, only the ``+ 1`` does (elu's backward reads its input, which stays untouched)."""
+    t = t.transpose(1, 2).clone(memory_format=torch.contiguous_format)
+    return F.elu(t, inplace=not (torch.is_grad_enabled() and t.requires_grad)).add_(1)
+
+
 def linear_attention(q, k, v, eps: float = 1e-6):
-    """"Transformers are RNNs" attention, elu + 1 feature map: q (N, L, H, D), k (N, S, H, D), v (N, S, H, E)."""
-    q, k = F.elu(q) + 1, F.elu(k) + 1
+    """"Transformers are RNNs" attention, elu + 1 feature map: q (N, L, H, D), k (N, S, H, D), v (N, S, H, E)
+    -> (N, L, H, E) (a transposed view of a (N, H, L, E) tensor).
+
+    The same operations, in the same order, as the reference's three einsums (bit for bit equal to them), but each
+    operand is laid out by head once, so the batched products need no permuted copies, and the feature map and the
+    scalings run in place (the CAT-Seg profile in docs/benchmarks.md: elu + 1 and those copies were its biggest
+    costs after the matrix products)."""
     length = v.shape[1]
-    kv = torch.einsum('nshd,nshe->nhde', k, v / length)
-    z = 1 / (torch.einsum('nlhd,nhd->nlh', q, k.sum(dim=1)) + eps)
-    return torch.einsum('nlhd,nhde,nlh->nlhe', q, kv, z) * length
+    q, k = _feature_map_by_head(q), _feature_map_by_head(k)                         # (N, H, L, D), (N, H, S, D)
+    v = v.transpose(1, 2).clone(memory_format=torch.contiguous_format).div_(length)   # (N, H, S, E)
+    kv = torch.matmul(k.transpose(-1, -2), v)                                          # (N, H, D, E)
+    z = 1 / (torch.matmul(q, k.sum(dim=2).unsqueeze(-1)) + eps)                       # (N, H, L, 1)
+    return torch.matmul(q, kv).mul_(z).mul_(length).transpose(1, 2)
 
 
 def shifted_window_mask(size: int, window: int, shift: int) -> torch.Tensor:
@@ -50,7 +71,12 @@ def shifted_window_mask(size: int, window: int, shift: int) -> torch.Tensor:
 
 class GuidedAttention(nn.Module):
     """q, k from [x, guidance], v from x, ``heads`` heads; softmax window attention (with output projection) or
-    linear attention (without, as the reference's class aggregation)."""
+    linear attention (without, as the reference's class aggregation).
+
+    The linear kind takes a guidance shared by groups of rows (the class aggregation's text guidance is one per
+    image, the same at every location) and never concatenates it: q and k are ``x @ Wx^T + (guidance @ Wg^T + b)``,
+    the guidance half once per group, with ``Wx | Wg`` the two column blocks of the same ``q`` / ``k`` weights (the
+    state dict is unchanged; the sums round differently from the concatenated product, by about 1e-7)."""
 
     def __init__(self, dim: int, guidance_dim: int, heads: int, kind: str):
         super().__init__()
@@ -60,13 +86,31 @@ class GuidedAttention(nn.Module):
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim) if kind == 'softmax' else nn.Identity()
 
-    def forward(self, x, guidance, mask: Optional[torch.Tensor] = None):
-        """x (N, L, C), guidance (N, L, Cg) -> (N, L, C)."""
-        xg = torch.cat([x, guidance], dim=-1)
+    @staticmethod
+    def _guided_linear(linear: nn.Linear, x: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        """``linear(cat([x, guidance[i // r]]))`` for x (N, L, C), guidance (G, L, Cg), r = N / G, without the
+        concatenation or the repeated guidance."""
+        c = x.shape[-1]
+        out = F.linear(x, linear.weight[:, :c])
+        shared = F.linear(guidance, linear.weight[:, c:], linear.bias)
+        out.view(guidance.shape[0], -1, *out.shape[1:]).add_(shared.unsqueeze(1))
+        return out
+
+    def forward(self, x, guidance, mask: Optional[torch.Tensor] = None, num_queries: Optional[int] = None):
+        """x (N, L, C), guidance (N, L, Cg) -> (N, L, C).
+
+        Linear kind: guidance (G, L, Cg) with G dividing N, each guidance row shared by N / G consecutive rows of x;
+        ``num_queries``: only the first ``num_queries`` positions are queried (all L are keys and values), the
+        output is (N, num_queries, C)."""
         n, length, c = x.shape
-        q, k, v = (t.view(n, length, self.heads, c // self.heads) for t in (self.q(xg), self.k(xg), self.v(x)))
         if self.kind == 'linear':
-            return linear_attention(q, k, v).reshape(n, length, c)
+            queries = length if num_queries is None else num_queries
+            q = self._guided_linear(self.q, x[:, :queries], guidance[:, :queries])
+            k = self._guided_linear(self.k, x, guidance)
+            q, k, v = (t.view(n, t.shape[1], self.heads, c // self.heads) for t in (q, k, self.v(x)))
+            return linear_attention(q, k, v).reshape(n, queries, c)
+        xg = torch.cat([x, guidance], dim=-1)
+        q, k, v = (t.view(n, length, self.heads, c // self.heads) for t in (self.q(xg), self.k(xg), self.v(x)))
         attn = torch.einsum('nlhd,nshd->nhls', q, k) * (c // self.heads) ** -0.5
         if mask is not None:                                         # (windows, L, L), windows tile the batch
             attn = attn.view(-1, mask.shape[0], self.heads, length, length) + mask[None, :, None]
@@ -136,7 +180,7 @@ class ClassAggregation(nn.Module):
         self.pad_len = pad_len
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attention = GuidedAttention(dim, guidance_dim, heads, 'linear')
-        self.MLP = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Linear(4 * dim, dim))
+        self.MLP = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(inplace=True), nn.Linear(4 * dim, dim))
         self.padding_tokens = nn.Parameter(torch.zeros(1, 1, dim))
         self.padding_guidance = nn.Parameter(torch.zeros(1, 1, guidance_dim))
         self.register_load_state_dict_pre_hook(self._rename_legacy_mlp)
@@ -156,12 +200,15 @@ class ClassAggregation(nn.Module):
         pooled = F.avg_pool2d(x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w), tuple(pool))
         hp, wp = pooled.shape[-2:]
         seq = pooled.view(b, t, c, hp * wp).permute(0, 3, 1, 2).reshape(b * hp * wp, t, c)
-        g = guidance.repeat_interleave(hp * wp, dim=0)
+        g = guidance                                   # (B, T, Cg): shared by the hp * wp locations of an image
         if t < self.pad_len:
-            seq = torch.cat([seq, self.padding_tokens.expand(seq.shape[0], self.pad_len - t, c)], dim=1)
-            g = torch.cat([g, self.padding_guidance.expand(g.shape[0], self.pad_len - t, -1)], dim=1)
-        seq = seq + self.attention(self.norm1(seq), g)
-        seq = (seq + self.MLP(self.norm2(seq)))[:, :t]
+            padded = torch.cat([seq, self.padding_tokens.expand(seq.shape[0], self.pad_len - t, c)], dim=1)
+            g = torch.cat([g, self.padding_guidance.expand(b, self.pad_len - t, -1)], dim=1)
+        else:
+            padded = seq
+        # only the T class slots are queried: the padding slots are keys and values, their own outputs were dropped
+        seq = seq + self.attention(self.norm1(padded), g, num_queries=t)
+        seq = seq + self.MLP(self.norm2(seq))
         out = seq.view(b, hp, wp, t, c).permute(0, 3, 4, 1, 2).reshape(b * t, c, hp, wp)
         out = F.interpolate(out, size=(h, w), mode='bilinear', align_corners=True)
         return x + out.view(b, t, c, h, w).permute(0, 2, 1, 3, 4)

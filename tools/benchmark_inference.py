@@ -8,7 +8,8 @@ backbone) against a one-window-at-a-time implementation of the authors' DeCLIPSe
 
 Rows per precision: the authors' loop ('authors', one backbone forward per window, each window's logits padded to
 the whole canvas), ours with ``test_cfg.window_batch=1`` (one window per forward: separates our code from the
-batching) and ours batched (the config's default ``window_budget_mb``). Inputs: the real sample VOC photos
+batching), ours batched (the config's default ``window_budget_mb``) and, in fp32, ours batched with the backbone
+exported to ONNX (``declip_mm.deploy``) and run by onnxruntime's CPU provider (``--onnx-dir``). Inputs: the real sample VOC photos
 (tools/fetch_sample_data.py) through the config's test Resize (448 short side) and data preprocessor; the backbone
 and the text tower have random weights (the architecture and the number of text queries set the cost; the text
 prompts are the 'simple' template, which changes only the one-time encoding). bf16 / fp16 rows run under
@@ -25,6 +26,7 @@ from pathlib import Path as _Path
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this clone's declip_mm and tools, not an installed one
 import argparse
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 from mmengine.config import Config
@@ -43,6 +45,11 @@ COLUMNS = [Column('model', 'model', is_key=True), Column('device', 'device', is_
            Column('GFLOP / image', 'gflop_per_image', fmt_sig(4)), Column('GFLOP/s', 'gflops', fmt_sig(3)),
            Column('% of peak', 'peak_share', fmt_percent), Column('peak extra MB', 'peak_mb'),
            Column('max abs Δp vs authors', 'max_prob_diff'), Column('labels equal (%)', 'labels_equal')]
+
+
+def onnxruntime_version() -> str:
+    import onnxruntime
+    return onnxruntime.__version__
 
 
 def build(config: str, model_name, device: str):
@@ -104,14 +111,33 @@ def ours_run(model, window_batch):
     return run
 
 
+def onnx_run(model, folder):
+    """Ours batched with the backbone's ``image_encoder.onnx`` (``declip_mm.deploy``) run by onnxruntime."""
+    from declip_mm.deploy import OnnxImageEncoder, export_onnx
+    if not (folder / 'declip_onnx.json').is_file():
+        export_onnx(model.backbone, None, folder, random_weights=True)
+    runtime, batched = OnnxImageEncoder(folder), ours_run(model, None)
+
+    def run(x, samples):
+        torch_backbone, model.backbone = model.backbone, runtime
+        try:
+            return batched(x, samples)
+        finally:
+            model.backbone = torch_backbone
+    return run
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default='configs/segmentation/training-free_declip-eva02-b16_voc21.py')
     parser.add_argument('--model-name', default=None, help="override the config's open_clip model (both towers)")
     parser.add_argument('--images', type=int, default=3, help='sample VOC photos per pass (at most 3)')
     parser.add_argument('--dtypes', nargs='+', default=['fp32', 'bf16'], choices=sorted(DTYPES))
-    parser.add_argument('--paths', nargs='+', default=['authors', 'ours1', 'batched'],
-                        choices=['authors', 'ours1', 'batched'], help='which paths to time (the first is the baseline)')
+    parser.add_argument('--paths', nargs='+', default=['authors', 'ours1', 'batched', 'onnxruntime'],
+                        choices=['authors', 'ours1', 'batched', 'onnxruntime'],
+                        help='which paths to time (the first is the baseline; onnxruntime: fp32 rows only)')
+    parser.add_argument('--onnx-dir', default='work_dirs/benchmarks/onnx', help='where the onnxruntime path exports '
+                        'the backbone (reused when there; a folder per model)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--profile', action='store_true', help='profile one more pass of each path (top ops)')
     harness.add_arguments(parser, repeats=3)
@@ -128,6 +154,9 @@ def main(argv=None):
     all_paths = dict(authors=('authors, 1 window / forward', authors_run(model)),
                      ours1=('ours, window_batch=1', ours_run(model, 1)),
                      batched=(f'ours, batched (≤ {per_forward} windows / forward)', ours_run(model, None)))
+    if 'onnxruntime' in args.paths:
+        folder = Path(args.onnx_dir) / f'{model.backbone.model_name}-{model.mode or model.backbone.mode}'
+        all_paths['onnxruntime'] = (f'ours, batched, onnxruntime {onnxruntime_version()}', onnx_run(model, folder))
     paths = [all_paths[p] for p in args.paths]
     name = model.backbone.model_name
     size_text = ', '.join(sorted({f'{x.shape[-2]}x{x.shape[-1]}' for x, _ in inputs}))
@@ -135,6 +164,8 @@ def main(argv=None):
         autocast = torch.autocast(args.device, dtype=DTYPES[dtype]) if DTYPES[dtype] else nullcontext()
         results = {}
         for label, run in paths:
+            if 'onnxruntime' in label and dtype != 'fp32':
+                continue                          # onnxruntime's CPU provider runs the float32 graph only
             outputs = []
 
             def one_pass():

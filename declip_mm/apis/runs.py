@@ -162,6 +162,9 @@ def check_onnx_setup(args) -> bool:
                          f"'{args.mode}': export again with --mode {args.mode}")
     if args.model_name not in (TINY_MODELS[0], manifest['model_name']):
         raise SetupError(f"{args.backbone} is an export of '{manifest['model_name']}', not '{args.model_name}'")
+    if args.command == 'segment' and manifest['text_encoder'] is None:
+        raise SetupError(f'{args.backbone} is an image-only export (no text tower): export it with --text-weights '
+                         'to segment with it')
     if manifest.get('random_weights') and not args.random_weights:
         raise SetupError(f'{args.backbone} was exported from towers without weights (random: meaningless results); '
                          'pass --random-weights to run it anyway')

@@ -8,7 +8,7 @@ The folder holds:
                             ``dense`` (B, D, H/p, W/p) L2-normalised per token, ``dense_raw`` the same un-normalised
                             and, with a baked vocabulary, ``query_cosines`` (B, S, H/p, W/p): the cosine of every
                             token with each of the vocabulary's S text queries
-``text_encoder.onnx``       input ``tokens`` (N, context_length) int64 from open_clip's tokenizer of ``model_name``
+``text_encoder.onnx``       (unless image-only) input ``tokens`` (N, context_length) int64 from open_clip's tokenizer of ``model_name``
                             -> output ``embeddings`` (N, D), L2-normalised
 ``declip_onnx.json``        what a runtime needs: the model, the last block's ``mode`` and ``attn_scale`` (fixed in the
                             graph), ``patch_size``, ``mean`` / ``std``, the text tokenizer, the files and their
@@ -132,14 +132,15 @@ def export_text_encoder(clip, tokenizer, path: Path, opset: int = DEFAULT_OPSET)
             {'tokens': {0: torch.export.Dim('prompts', min=1)}}, opset, 'text encoder')
 
 
-def export_onnx(backbone, text_encoder, out_dir, vocabulary: Optional[Sequence[str]] = None,
+def export_onnx(backbone, text_encoder=None, out_dir='declip_onnx', vocabulary: Optional[Sequence[str]] = None,
                 opset: int = DEFAULT_OPSET, random_weights: bool = False, sources: Optional[dict] = None) -> dict:
     """Write an export folder (module doc) for a DeCLIPViT and an OpenCLIPTextEncoder of the same open_clip model.
 
     Args:
         backbone (DeCLIPViT): the image tower (its mode and attention scale are fixed in the graph).
-        text_encoder (OpenCLIPTextEncoder): the text tower and its prompt templates.
-        out_dir (str | Path): the folder (created).
+        text_encoder (OpenCLIPTextEncoder, optional): the text tower and its prompt templates; None = an image-only
+            export (dense features; no vocabulary). Defaults to None.
+        out_dir (str | Path): the folder (created). Defaults to 'declip_onnx'.
         vocabulary (Sequence[str], optional): class names (synonyms separated by ';') whose query embeddings are
             baked into the image graph. Defaults to None.
         opset (int): ONNX opset. Defaults to 18.
@@ -148,13 +149,15 @@ def export_onnx(backbone, text_encoder, out_dir, vocabulary: Optional[Sequence[s
     Returns:
         the manifest written to ``declip_onnx.json``.
     """
-    if text_encoder.model_name != backbone.model_name:
+    if text_encoder is None and vocabulary is not None:
+        raise ValueError('a vocabulary is baked with the text tower: give text_encoder')
+    if text_encoder is not None and text_encoder.model_name != backbone.model_name:
         raise ValueError(f"text encoder '{text_encoder.model_name}' and backbone '{backbone.model_name}' must be the "
                          'same open_clip model')
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     backbone = backbone.float().eval().cpu()
-    text_encoder = text_encoder.float().eval().cpu()
+    text_encoder = text_encoder.float().eval().cpu() if text_encoder is not None else None
     queries, vocab_entry = None, None
     if vocabulary is not None:
         with torch.no_grad():
@@ -170,7 +173,8 @@ def export_onnx(backbone, text_encoder, out_dir, vocabulary: Optional[Sequence[s
         vocab_entry = dict(file=VOCABULARY_FILE, num_classes=len(vocabulary), num_queries=len(queries))
     with torch.no_grad():
         export_image_encoder(backbone, out / IMAGE_FILE, queries, opset)
-        export_text_encoder(text_encoder.clip, text_encoder.tokenizer, out / TEXT_FILE, opset)
+        if text_encoder is not None:
+            export_text_encoder(text_encoder.clip, text_encoder.tokenizer, out / TEXT_FILE, opset)
     manifest = dict(
         format=EXPORT_FORMAT, model_name=backbone.model_name, family=backbone.family, mode=backbone.mode,
         attn_scale=backbone.attn_scale, patch_size=backbone.patch_size, embed_dim=backbone.embed_dim,
@@ -178,9 +182,9 @@ def export_onnx(backbone, text_encoder, out_dir, vocabulary: Optional[Sequence[s
         std=list(CLIP_STD_255_ROUNDED), pixel_scale=255,
         image_encoder=dict(file=IMAGE_FILE, inputs=['image'],
                            outputs=['dense', 'dense_raw'] + (['query_cosines'] if queries is not None else [])),
-        text_encoder=dict(file=TEXT_FILE, inputs=['tokens'], outputs=['embeddings'], tokenizer=backbone.model_name,
-                          context_length=int(text_encoder.tokenizer(['a']).shape[-1]),
-                          templates=list(text_encoder.templates)),
+        text_encoder=None if text_encoder is None else dict(
+            file=TEXT_FILE, inputs=['tokens'], outputs=['embeddings'], tokenizer=backbone.model_name,
+            context_length=int(text_encoder.tokenizer(['a']).shape[-1]), templates=list(text_encoder.templates)),
         vocabulary=vocab_entry, random_weights=bool(random_weights), sources=dict(sources or {}), opset=opset,
         torch=torch.__version__)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))

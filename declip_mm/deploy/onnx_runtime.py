@@ -46,6 +46,8 @@ def read_manifest(folder) -> dict:
     if missing:
         raise OnnxExportError(f'{path}: missing {missing}')
     for part in ('image_encoder', 'text_encoder'):
+        if part == 'text_encoder' and manifest[part] is None:
+            continue                                           # an image-only export
         graph = folder / manifest[part]['file']
         if not graph.is_file():
             raise OnnxExportError(f'{folder}: {manifest[part]["file"]} ({part}) is missing')
@@ -115,6 +117,9 @@ class OnnxTextEncoder(OpenCLIPTextEncoder):
         self.folder = Path(folder)
         self.manifest = manifest or read_manifest(folder)
         text = self.manifest['text_encoder']
+        if text is None:
+            raise OnnxExportError(f'{folder} is an image-only export (no text_encoder.onnx): export with the text '
+                                  'tower to segment with it')
         self.init_prompts(self.manifest['model_name'], list(text['templates']) if templates is None else templates,
                           synonym_reduce, batch_size)
         graph = self.folder / text['file']

@@ -106,15 +106,9 @@ def test_dense_features_every_mode(name, mode, tmp_path, photos):
     """DenseFeatureExtractor through onnxruntime equals PyTorch in every mode, on two photos at two sizes."""
     torch.manual_seed(1)
     fx = DenseFeatureExtractor(name, precision='fp32', mode=mode)
-    export_image_encoder(fx.backbone, tmp_path / 'image_encoder.onnx')
-    manifest = dict(format='declip_mm.onnx/1', model_name=name, family=fx.backbone.family, mode=mode,
-                    attn_scale=fx.backbone.attn_scale, patch_size=fx.backbone.patch_size,
-                    embed_dim=fx.backbone.embed_dim, width=fx.backbone.width, num_heads=fx.backbone.num_heads,
-                    mean=[0, 0, 0], std=[1, 1, 1], image_encoder=dict(file='image_encoder.onnx'),
-                    text_encoder=dict(file='image_encoder.onnx'), random_weights=True)   # no text tower needed here
-    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    export_onnx(fx.backbone, None, tmp_path, random_weights=True)             # image only: no text tower needed
     ort = DenseFeatureExtractor(backbone=str(tmp_path), backend='onnxruntime')
-    assert ort.backbone.mode == mode
+    assert ort.backbone.mode == mode and not (tmp_path / 'text_encoder.onnx').exists()
     for photo in photos:
         for long_side in (224, 352):
             fx.long_side = ort.long_side = long_side
@@ -180,3 +174,5 @@ def test_backend_usage_errors(exported):
         OnnxImageEncoder(folder).extract_dense(torch.zeros(1, 3, 32, 32), mode='kk')
     with pytest.raises(ValueError, match='multiples of 16'):
         OnnxImageEncoder(folder).extract_dense(torch.zeros(1, 3, 30, 32))
+    with pytest.raises(ValueError, match='a vocabulary is baked with the text tower'):
+        export_onnx(exported[TINY_MODELS[0]][0].model.backbone, None, folder.parent / 'x', vocabulary=['cat'])

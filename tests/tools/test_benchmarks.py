@@ -170,6 +170,20 @@ def test_protocol_formulas_equal_torch_counter(tiny_segmentor):
             assert counted_flops(run, x, samples)[0] == want
 
 
+def test_onnxruntime_path_equals_the_pytorch_path(tiny_segmentor, tmp_path):
+    """The benchmark's onnxruntime row times the same protocol: equal labels, probabilities within 1e-4."""
+    from tools.benchmark_inference import onnx_run, ours_run
+    from mmseg.structures import SegDataSample
+    model = tiny_segmentor
+    x = torch.randn(1, 3, 448, 597)
+    samples = [SegDataSample(metainfo=dict(ori_shape=(375, 500), img_shape=(448, 597)))]
+    with torch.no_grad():
+        labels, probs = ours_run(model, None)(x, samples)
+        ort_labels, ort_probs = onnx_run(model, tmp_path / 'onnx')(x, samples)
+    assert type(model.backbone).__name__ == 'DeCLIPViT'          # put back after the run
+    assert (labels == ort_labels).double().mean() > 0.999 and (probs - ort_probs).abs().max() < 1e-4
+
+
 def test_region_formula_equals_torch_counter():
     from mmengine.structures import BaseDataElement
     from tools.benchmark_features import build_region_classifier

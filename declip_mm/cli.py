@@ -26,7 +26,7 @@ import sys
 from typing import List, Optional
 
 from .constants import SEGMENTATION_PROTOCOL as PROTOCOL
-from .constants import TINY_MODELS
+from .constants import DENSE_LONG_SIDE, TINY_MODELS, VIDEO_BATCH_SIZE
 
 # This module only parses the command line and hands the options to declip_mm/apis/runs.py (the commands' work)
 # or declip_mm/apis/web_app.py (serve). Its imports are light: `declip-mm --help` and every usage error answer
@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     feat = sub.add_parser('features', help='dense DeCLIP features (.npy / .pt), region and mask embeddings')
     _common(feat, text=False)
     feat.add_argument('--format', default='npy', choices=('npy', 'pt'), help='file format of the features')
-    feat.add_argument('--long-side', type=int, default=448, help='network input longest side (rounded up to the '
-                      'patch size)')
+    feat.add_argument('--long-side', type=int, default=DENSE_LONG_SIDE,
+                      help='network input longest side (rounded up to the patch size)')
     feat.add_argument('--raw', action='store_true', help='write the un-normalised map (default: L2-normalised per '
                       'token, ready for cosines with text embeddings)')
     feat.add_argument('--half', action='store_true', help='store features as float16 (half the disk space)')
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     feat.add_argument('--masks', default=None, help='a folder of segment-id PNGs named like the images: writes '
                       '<name>_masks.<fmt> (n, D) mask-pooled embeddings of each non-zero id, and the ids')
     feat.add_argument('--mode', default=None, help="the last block's mode (default: the checkpoint's, or csa)")
-    feat.add_argument('--batch-size', type=int, default=8, help='video frames per forward')
+    feat.add_argument('--batch-size', type=int, default=VIDEO_BATCH_SIZE, help='video frames per forward')
     _backend(feat)
 
     att = sub.add_parser('attention', help='attention and affinity maps at points of one image (PNG grid + .npz)')
@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument('--random-weights', action='store_true', help='run towers without weights (every output says '
                      'so)')
     att.add_argument('--mode', default=None, help="the last block's mode (default: the checkpoint's, or csa)")
-    att.add_argument('--long-side', type=int, default=448, help='network input longest side (as for features)')
+    att.add_argument('--long-side', type=int, default=DENSE_LONG_SIDE,
+                     help='network input longest side (as for features)')
     att.add_argument('--vfm', default=None, help='adds the VFM affinity: a distillation config (its '
                      'model.vfm_teacher, and model.diffusion_teacher) or the VFM weights file (with --vfm-arch)')
     att.add_argument('--vfm-arch', default=None, help='the VFMTeacher arch of a --vfm weights file (default: read '

@@ -27,6 +27,11 @@ IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 # tiny random open_clip presets for tests and the CPU demo (models/presets.py registers them): no weights exist
 TINY_MODELS = ('DeCLIP-Tiny-ViT-16', 'DeCLIP-Tiny-EVA02-16')
 
+# the dense-feature tools' network input (DenseFeatureExtractor, AttentionExplorer, `declip-mm features / attention`):
+# the photo's longest side in pixels (the region-classification protocol's), and video frames per forward
+DENSE_LONG_SIDE = 448
+VIDEO_BATCH_SIZE = 8
+
 # open_clip's Hugging Face folder layout (open_clip/constants.py HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME)
 # and the weights file of a weights folder in open_clip's order of preference (factory._find_checkpoint_in_dir):
 # its Hugging Face layout's two names first, then transformers' (models/backbones/checkpoints.py reads the layout)
@@ -46,10 +51,10 @@ class SegmentationProtocol:
     passes None for every option the user did not set.
 
     mode: the dense features of DeCLIPViT's last block; attn_scale: its attention scale (the authors' protocol runs
-    every checkpoint at 1/sqrt(head width), whatever it was distilled with); logit_scale: the scale of the cosine logits (VOC21's config
-    sets 80); bg_thresh: with a named background, pixels whose best class probability is below it become background
-    (COCO-Object's 0.2; VOC21's config 0.4); window / stride: the sliding window and its stride in network pixels;
-    short_side / max_long_side: mmseg's ``Resize(scale=(max_long_side, short_side), keep_ratio=True)``."""
+    every checkpoint at 1/sqrt(head width), whatever it was distilled with); logit_scale: the scale of the cosine
+    logits (VOC21's config sets 80); bg_thresh: with a named background, pixels whose best class probability is
+    below it become background (COCO-Object's 0.2; VOC21's config 0.4); window / stride: the sliding window and its
+    stride in network pixels; short_side / max_long_side: mmseg's ``Resize(scale=(max_long_side, short_side), keep_ratio=True)``."""
     mode: str = 'csa'
     attn_scale: str = '1/sqrt(d)'
     logit_scale: float = 40.0

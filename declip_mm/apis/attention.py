@@ -39,6 +39,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..constants import DENSE_LONG_SIDE
+
 PANELS = ('vanilla', 'csa', 'declip', 'dense', 'vfm', 'sd')
 PANEL_TITLES = dict(vanilla='CLIP attention', csa='CSA attention', declip='DeCLIP context', dense='dense cosine',
                     vfm='VFM affinity', sd='SD-completed')
@@ -197,8 +199,8 @@ class AttentionExplorer:
     """
 
     def __init__(self, model_name: Optional[str] = None, backbone: Optional[str] = None, device='cpu',
-                 precision: str = 'auto', mode: Optional[str] = None, attn_scale=None, long_side: int = 448,
-                 vfm=None, sd=None, sd_size: int = SD_SIZE, features=None):
+                 precision: str = 'auto', mode: Optional[str] = None, attn_scale=None,
+                 long_side: int = DENSE_LONG_SIDE, vfm=None, sd=None, sd_size: int = SD_SIZE, features=None):
         from .features import DenseFeatureExtractor
         if features is None:
             kwargs = dict(backbone=backbone, device=device, precision=precision, mode=mode, attn_scale=attn_scale,
@@ -208,7 +210,7 @@ class AttentionExplorer:
 
     @classmethod
     def from_config(cls, config, checkpoint: Optional[str] = None, device='cpu', precision: str = 'auto',
-                    long_side: int = 448, vfm=None, sd=None, sd_size: int = SD_SIZE):
+                    long_side: int = DENSE_LONG_SIDE, vfm=None, sd=None, sd_size: int = SD_SIZE):
         """From a config whose model has a DeCLIPViT backbone / student (:meth:`DenseFeatureExtractor.from_config`)."""
         from .features import DenseFeatureExtractor
         fx = DenseFeatureExtractor.from_config(config, checkpoint, device=device, precision=precision,
@@ -216,8 +218,8 @@ class AttentionExplorer:
         return cls(features=fx, vfm=vfm, sd=sd, sd_size=sd_size)
 
     @classmethod
-    def from_backbone(cls, backbone, device='cpu', precision: str = 'fp32', long_side: int = 448, vfm=None, sd=None,
-                      sd_size: int = SD_SIZE):
+    def from_backbone(cls, backbone, device='cpu', precision: str = 'fp32', long_side: int = DENSE_LONG_SIDE,
+                      vfm=None, sd=None, sd_size: int = SD_SIZE):
         """Around a built DeCLIPViT (e.g. a segmenter's ``model.backbone``: the web page shares its tower), with
         :class:`DenseFeatureExtractor`'s input rule."""
         import torch

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..constants import CLIP_MEAN_255_ROUNDED, CLIP_STD_255_ROUNDED, TINY_MODELS
+from ..constants import CLIP_MEAN_255_ROUNDED, CLIP_STD_255_ROUNDED, DENSE_LONG_SIDE, TINY_MODELS, VIDEO_BATCH_SIZE
 from .backends import check_backend, onnx_towers
 from .image_size import MAX_ASPECT, check_aspect, rescaled
 from .inputs import as_rgb_image, to_rgb_uint8
@@ -69,8 +69,8 @@ class DenseFeatureExtractor:
     backend = 'pytorch'
 
     def __init__(self, model_name: str = TINY_MODELS[0], backbone: Optional[str] = None, device='cpu',
-                 precision: str = 'auto', mode: Optional[str] = None, attn_scale=None, long_side: int = 448,
-                 batch_size: int = 8, max_aspect: float = MAX_ASPECT, backend: str = 'pytorch'):
+                 precision: str = 'auto', mode: Optional[str] = None, attn_scale=None, long_side: int = DENSE_LONG_SIDE,
+                 batch_size: int = VIDEO_BATCH_SIZE, max_aspect: float = MAX_ASPECT, backend: str = 'pytorch'):
         check_backend(backend, device, precision)
         if backend == 'onnxruntime':
             backbone_cfg, _, manifest = onnx_towers(backbone, model_name, mode, text=False)
@@ -87,7 +87,8 @@ class DenseFeatureExtractor:
 
     @classmethod
     def from_config(cls, config, checkpoint: Optional[str] = None, device='cpu', precision: str = 'auto',
-                    long_side: int = 448, batch_size: int = 8, max_aspect: float = MAX_ASPECT):
+                    long_side: int = DENSE_LONG_SIDE, batch_size: int = VIDEO_BATCH_SIZE,
+                    max_aspect: float = MAX_ASPECT):
         """From any config whose ``model.backbone`` (or a distillation's ``model.student``) is a DeCLIPViT, and
         optionally a checkpoint for it (a DeCLIPViT checkpoint or CLIP weights file, as ``tools/test.py``)."""
         from mmengine.config import Config

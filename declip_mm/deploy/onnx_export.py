@@ -8,8 +8,8 @@ The folder holds:
                             ``dense`` (B, D, H/p, W/p) L2-normalised per token, ``dense_raw`` the same un-normalised
                             and, with a baked vocabulary, ``query_cosines`` (B, S, H/p, W/p): the cosine of every
                             token with each of the vocabulary's S text queries
-``text_encoder.onnx``       (unless image-only) input ``tokens`` (N, context_length) int64 from open_clip's tokenizer of ``model_name``
-                            -> output ``embeddings`` (N, D), L2-normalised
+``text_encoder.onnx``       (unless image-only) input ``tokens`` (N, context_length) int64 from open_clip's
+                            tokenizer of ``model_name`` -> output ``embeddings`` (N, D), L2-normalised
 ``declip_onnx.json``        what a runtime needs: the model, the last block's ``mode`` and ``attn_scale`` (fixed in the
                             graph), ``patch_size``, ``mean`` / ``std``, the text tokenizer, the files and their
                             inputs / outputs, whether the towers had weights, the vocabulary

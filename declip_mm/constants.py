@@ -54,7 +54,8 @@ class SegmentationProtocol:
     every checkpoint at 1/sqrt(head width), whatever it was distilled with); logit_scale: the scale of the cosine
     logits (VOC21's config sets 80); bg_thresh: with a named background, pixels whose best class probability is
     below it become background (COCO-Object's 0.2; VOC21's config 0.4); window / stride: the sliding window and its
-    stride in network pixels; short_side / max_long_side: mmseg's ``Resize(scale=(max_long_side, short_side), keep_ratio=True)``."""
+    stride in network pixels; short_side / max_long_side: mmseg's
+    ``Resize(scale=(max_long_side, short_side), keep_ratio=True)``."""
     mode: str = 'csa'
     attn_scale: str = '1/sqrt(d)'
     logit_scale: float = 40.0

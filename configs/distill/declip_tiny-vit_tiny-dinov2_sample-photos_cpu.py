@@ -20,7 +20,8 @@ model = dict(
 train_dataloader = dict(
     batch_size=2, num_workers=0,
     dataset=dict(data_root='data/sample', img_dir='photos', student_size=224, crop_size=224, max_regions=8))
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.1),
+# fused AdamW, as the paper schedule (configs/_base_/schedules/distill_6e.py says why)
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.1, fused=True),
                      paramwise_cfg=dict(flat_decay_mult=0.0))
 param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=5)]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=6)

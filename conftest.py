@@ -35,6 +35,15 @@ def sample_root():
     return fetch_sample_data()
 
 
+@pytest.fixture(scope='module')
+def isolated_declip_cache(tmp_path_factory):
+    """``$DECLIP_CACHE`` pointed at a fresh folder for one test module, so that the text-embedding caches of its
+    random towers stay out of the user's cache (``pytestmark = pytest.mark.usefixtures('isolated_declip_cache')``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('DECLIP_CACHE', str(tmp_path_factory.mktemp('declip_cache')))
+        yield
+
+
 @pytest.fixture(params=TINY_MODELS)
 def tiny_name(request):
     return request.param

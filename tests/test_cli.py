@@ -20,11 +20,7 @@ from test_inputs import write_video
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope='module')
-def embedding_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('DECLIP_CACHE', str(tmp_path_factory.mktemp('declip_cache')))
-        yield
+pytestmark = pytest.mark.usefixtures('isolated_declip_cache')   # conftest.py: a fresh $DECLIP_CACHE
 
 
 @pytest.fixture

@@ -28,11 +28,7 @@ VOCAB = ['cat; kitten', 'dog', 'sofa; couch; settee', 'person; people', 'car', '
 PHOTOS = ['2011_000003.jpg', 'chelsea.png', 'coffee.png']
 
 
-@pytest.fixture(autouse=True, scope='module')
-def embedding_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('DECLIP_CACHE', str(tmp_path_factory.mktemp('declip_cache')))
-        yield
+pytestmark = pytest.mark.usefixtures('isolated_declip_cache')   # conftest.py: a fresh $DECLIP_CACHE
 
 
 def unchunked(model):

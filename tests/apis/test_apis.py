@@ -17,11 +17,7 @@ TINY = 'DeCLIP-Tiny-ViT-16'
 TINY_EVA = 'DeCLIP-Tiny-EVA02-16'
 
 
-@pytest.fixture(autouse=True, scope='module')
-def embedding_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('DECLIP_CACHE', str(tmp_path_factory.mktemp('declip_cache')))
-        yield
+pytestmark = pytest.mark.usefixtures('isolated_declip_cache')   # conftest.py: a fresh $DECLIP_CACHE
 
 
 @pytest.fixture(scope='module')

@@ -23,11 +23,7 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-@pytest.fixture(autouse=True, scope='module')
-def embedding_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('DECLIP_CACHE', str(tmp_path_factory.mktemp('declip_cache')))
-        yield
+pytestmark = pytest.mark.usefixtures('isolated_declip_cache')   # conftest.py: a fresh $DECLIP_CACHE
 
 
 @pytest.fixture(scope='module')

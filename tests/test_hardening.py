@@ -15,9 +15,10 @@ from PIL import Image
 
 from declip_mm.cli import main
 from declip_mm.utils import CheckpointError, UntrustedCheckpointError, load_checkpoint
-from test_cli import embedding_cache, photos  # noqa: F401  (fixtures)
+from test_cli import photos  # noqa: F401  (fixture)
 from test_foundation import TOY_CONFIG, TOY_TASK
 
+pytestmark = pytest.mark.usefixtures('isolated_declip_cache')   # conftest.py: a fresh $DECLIP_CACHE
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -73,10 +73,7 @@ class DenseFeatureExtractor:
                  batch_size: int = VIDEO_BATCH_SIZE, max_aspect: float = MAX_ASPECT, backend: str = 'pytorch'):
         check_backend(backend, device, precision)
         if backend == 'onnxruntime':
-            backbone_cfg, _, manifest = onnx_towers(backbone, model_name, mode, text=False)
-            if attn_scale is not None:
-                raise ValueError(f"attn_scale: the export's scale ({manifest['attn_scale']:g}) is fixed in its graph")
-            warn_if_random(manifest['model_name'], backbone=None if manifest['random_weights'] else backbone)
+            backbone_cfg, _, _ = onnx_towers(backbone, model_name, mode, attn_scale, text=False)
             precision = 'fp32'
         else:
             warn_if_random(model_name, backbone=backbone)

@@ -152,16 +152,12 @@ def check_onnx_setup(args) -> bool:
         manifest = read_manifest(args.backbone)
     except OnnxExportError as err:
         raise SetupError(f'--backbone: {err}') from None
-    from .backends import check_backend
+    from .backends import check_backend, check_export
     try:
         check_backend('onnxruntime', args.device or 'cpu', args.precision)
+        check_export(manifest, args.backbone, args.model_name, args.mode)
     except ValueError as err:
         raise SetupError(str(err)) from None
-    if getattr(args, 'mode', None) not in (None, manifest['mode']):
-        raise SetupError(f"{args.backbone} was exported in mode '{manifest['mode']}' (fixed in the graph), not "
-                         f"'{args.mode}': export again with --mode {args.mode}")
-    if args.model_name not in (TINY_MODELS[0], manifest['model_name']):
-        raise SetupError(f"{args.backbone} is an export of '{manifest['model_name']}', not '{args.model_name}'")
     if args.command == 'segment' and manifest['text_encoder'] is None:
         raise SetupError(f'{args.backbone} is an image-only export (no text tower): export it with --text-weights '
                          'to segment with it')

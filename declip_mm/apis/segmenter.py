@@ -194,11 +194,8 @@ class OpenVocabSegmenter:
         if backend == 'onnxruntime':
             if text_weights is not None:
                 raise ValueError('text_weights: the onnxruntime backend runs the text tower of the export folder')
-            backbone_cfg, text_cfg, manifest = onnx_towers(backbone, model_name, mode, templates=templates)
-            if attn_scale is not None:
-                raise ValueError(f"attn_scale: the export's scale ({manifest['attn_scale']:g}) is fixed in its graph")
+            backbone_cfg, text_cfg, manifest = onnx_towers(backbone, model_name, mode, attn_scale, templates=templates)
             mode, precision = manifest['mode'], 'fp32'
-            warn_if_random(manifest['model_name'], backbone=None if manifest['random_weights'] else backbone)
         else:
             warn_if_random(model_name, backbone=backbone, text_weights=text_weights)
             backbone_cfg = dict(type='DeCLIPViT', model_name=model_name, pretrained=backbone, trainable='none',

@@ -116,3 +116,21 @@ def test_usage_errors(export_dir, weights, photos, tmp_path, capsys):
         assert message in err and 'Traceback' not in err, (argv, err)
     assert (tmp_path / 'foreign/image_encoder.onnx').read_text() == 'my own file'
     assert not (tmp_path / 'o').exists()
+
+
+def test_export_from_a_config(photos, tmp_path):
+    """``export --config``: the config's towers and protocol mode; the same seed builds the same random towers, so
+    ``segment --config`` and ``segment --backend onnxruntime`` on the export agree."""
+    from test_apis import tiny_segmentation_config
+    config = str(tiny_segmentation_config(tmp_path))
+    torch.manual_seed(5)
+    assert main(['export', '--onnx', str(tmp_path / 'onnx'), '--config', config]) == 0
+    assert json.loads((tmp_path / 'onnx/declip_onnx.json').read_text())['sources']['config'] == config
+    common = ['segment', str(photos), '--vocab', 'cat,dog,sofa']
+    torch.manual_seed(5)
+    assert main(common + ['--config', config, '--precision', 'fp32', '--out', str(tmp_path / 'pt')]) == 0
+    assert main(common + ['--backbone', str(tmp_path / 'onnx'), '--backend', 'onnxruntime',
+                          '--out', str(tmp_path / 'ox')]) == 0
+    for labels in sorted((tmp_path / 'pt').glob('*_labels.png')):
+        a, b = np.array(Image.open(labels)), np.array(Image.open(tmp_path / 'ox' / labels.name))
+        assert (a == b).mean() > 0.999

@@ -113,7 +113,7 @@ class OnnxTextEncoder(OpenCLIPTextEncoder):
     def __init__(self, folder, templates: Union[None, str, Sequence[str]] = None, synonym_reduce: str = 'max',
                  batch_size: int = 256, embedding_cache: Union[None, str, bool] = None,
                  manifest: Optional[dict] = None):
-        torch.nn.Module.__init__(self)
+        super(OpenCLIPTextEncoder, self).__init__()            # BaseModule's: there is no open_clip tower to build
         self.folder = Path(folder)
         self.manifest = manifest or read_manifest(folder)
         text = self.manifest['text_encoder']
@@ -142,8 +142,7 @@ class OnnxTextEncoder(OpenCLIPTextEncoder):
         return dict(zip(vocab['queries'], emb))
 
     def train(self, mode: bool = True):
-        torch.nn.Module.train(self, mode)
-        return self
+        return super(OpenCLIPTextEncoder, self).train(mode)      # no ``clip`` to keep in eval mode
 
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(['embeddings'], {'tokens': tokens.long().numpy()})[0])

@@ -13,8 +13,9 @@ The folder holds:
 ``declip_onnx.json``        what a runtime needs: the model, the last block's ``mode`` and ``attn_scale`` (fixed in the
                             graph), ``patch_size``, ``mean`` / ``std``, the text tokenizer, the files and their
                             inputs / outputs, whether the towers had weights, the vocabulary
-``vocabulary.json`` / .npy  with ``vocabulary=``: the class names (``;``-separated synonyms), the S queries, each query's
-                            class, the prompt templates, and the (S, D) query embeddings baked into the image graph
+``vocabulary.json`` / .npy  with ``vocabulary=``: the class names (``;``-separated synonyms), the S queries, each
+                            query's class, the prompt templates, and the (S, D) query embeddings baked into the
+                            image graph
 ==========================  ==========================================================================================
 
 torch's exporter (``torch.onnx.export(..., dynamo=True)``, onnxscript) traces the same modules the PyTorch path runs,

@@ -57,7 +57,8 @@ def test_segment_with_onnxruntime_equals_pytorch(export_dir, weights, photos, tm
     common = ['segment', str(photos), '--vocab', 'cat,dog; puppy,sofa']
     assert main(common + ['--backbone', str(weights), '--text-weights', str(weights), '--precision', 'fp32',
                           '--out', str(tmp_path / 'pt')]) == 0
-    assert main(common + ['--backbone', str(export_dir), '--backend', 'onnxruntime', '--out', str(tmp_path / 'ox')]) == 0
+    assert main(common + ['--backbone', str(export_dir), '--backend', 'onnxruntime',
+                          '--out', str(tmp_path / 'ox')]) == 0
     assert json.loads((tmp_path / 'ox/summary.json').read_text())['settings']['backend'] == 'onnxruntime'
     for labels in sorted((tmp_path / 'pt').glob('*_labels.png')):
         a, b = np.array(Image.open(labels)), np.array(Image.open(tmp_path / 'ox' / labels.name))

@@ -159,33 +159,31 @@ class TrainingFreeSegmentor(ClassVocabularyMixin, EncoderDecoder):
     def windows_per_forward(self, h: int, w: int) -> int:
         """How many h x w windows one backbone forward takes: the memory budget over
         :func:`window_activation_bytes` of one padded window, capped by ``window_batch``; at least 1."""
-        budget_mb = self.test_cfg.get('window_budget_mb', DEFAULT_WINDOW_BUDGET_MB)
-        cap = self.test_cfg.get('window_batch', None)
-        if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not budget_mb > 0:
-            raise ValueError(f'test_cfg.window_budget_mb must be a positive number (MB), got {budget_mb!r}')
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ValueError(f'test_cfg.window_batch must be a positive int or None, got {cap!r}')
         p = self.backbone.patch_size
         tokens = math.ceil(h / p) * math.ceil(w / p) + 1
         weights = next(self.backbone.parameters(), None)              # none: a runtime's float32 graph
         element_size = 4 if weights is None else weights.element_size()
         per_window = window_activation_bytes(tokens, self.backbone.width, self.backbone.num_heads, element_size)
-        fits = max(1, int(budget_mb * 2 ** 20 // per_window))
-        return fits if cap is None else min(fits, cap)
+        return self._units_in_budget('window_budget_mb', DEFAULT_WINDOW_BUDGET_MB, 'window_batch', per_window)
 
     def queries_per_chunk(self, batch: int, input_hw: Tuple[int, int], window_hw: Tuple[int, int],
                           output_pixels: int) -> int:
         """How many text queries one chunk of :meth:`predict` scores: ``score_budget_mb`` over one query's float32
         maps (the canvas at the input size and one window per image, three maps at the largest output size),
         capped by ``query_chunk``; at least 1."""
-        budget_mb = self.test_cfg.get('score_budget_mb', DEFAULT_SCORE_BUDGET_MB)
-        cap = self.test_cfg.get('query_chunk', None)
-        if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not budget_mb > 0:
-            raise ValueError(f'test_cfg.score_budget_mb must be a positive number (MB), got {budget_mb!r}')
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ValueError(f'test_cfg.query_chunk must be a positive int or None, got {cap!r}')
         per_query = 4 * (batch * (input_hw[0] * input_hw[1] + window_hw[0] * window_hw[1]) + 3 * output_pixels)
-        fits = max(1, int(budget_mb * 2 ** 20 // per_query))
+        return self._units_in_budget('score_budget_mb', DEFAULT_SCORE_BUDGET_MB, 'query_chunk', per_query)
+
+    def _units_in_budget(self, budget_key: str, default_mb: float, cap_key: str, unit_bytes: int) -> int:
+        """How many units of ``unit_bytes`` fit in ``test_cfg[budget_key]`` MB (checked: a positive number),
+        capped by ``test_cfg[cap_key]`` (checked: a positive int or None); at least 1."""
+        budget_mb = self.test_cfg.get(budget_key, default_mb)
+        cap = self.test_cfg.get(cap_key, None)
+        if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not budget_mb > 0:
+            raise ValueError(f'test_cfg.{budget_key} must be a positive number (MB), got {budget_mb!r}')
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f'test_cfg.{cap_key} must be a positive int or None, got {cap!r}')
+        fits = max(1, int(budget_mb * 2 ** 20 // unit_bytes))
         return fits if cap is None else min(fits, cap)
 
     def window_grid_cosines(self, inputs: torch.Tensor) -> List[Tuple[Tuple[int, int, int, int], torch.Tensor]]:

@@ -9,10 +9,12 @@
 * :func:`patch_knn_accuracy` (any dense tower, patch level): each patch takes the label at its centre; a
   held-out patch is classified by the majority of its ``k`` nearest train patches (cosine); reported as patch
   accuracy, mean per-class accuracy (stuff dominates the patches) and accuracy on thing patches; and, closer to
-  what context distillation uses, :func:`within_image_neighbours` on the held-out scenes.
+  what context distillation uses, :func:`within_image_neighbours` and :func:`segment_affinity_auc` on the
+  held-out scenes.
 """
 from typing import Callable, Dict, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -107,6 +109,7 @@ def patch_knn_accuracy(features_of: Callable[[torch.Tensor], torch.Tensor], worl
     bank, bank_labels = (t.flatten(0, 1) for t in embed('train', train_scenes))
     val_feats, val_labels = embed('val', val_scenes)
     within = within_image_neighbours(val_feats, val_labels, k=within_k)
+    within.update(segment_affinity_auc(val_feats @ val_feats.transpose(1, 2), val_labels))
     queries, truth = val_feats.flatten(0, 1), val_labels.flatten()
     num_classes = NUM_STUFF + len(THING_CLASSES)
     predicted = []
@@ -157,3 +160,40 @@ def clip_dense_probe(model_name: str, checkpoint, world_root, modes=('vanilla', 
             return backbone.extract_dense((x / 255 - mean) / std).flatten(2).transpose(1, 2)
         out[mode] = patch_knn_accuracy(features_of, world_root, size // backbone.patch_size, train_scenes, val_scenes)
     return out
+
+
+def _auc(scores, positive) -> float:
+    """Area under the ROC curve of ``scores`` (M,) ranking ``positive`` (M,) bool pairs first (Mann-Whitney U,
+    ties share their mean rank); nan when one class is empty."""
+    from scipy.stats import rankdata
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float('nan')
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def segment_affinity_auc(affinity: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> Dict:
+    """How well a teacher's affinity separates same-segment from different-segment patch pairs of one image.
+
+    affinity (N, P, P): any pairwise score per image (cosine of patch tokens, attention probabilities; it is
+    symmetrised), labels (N, P) ground-truth label per patch. Over the pairs i < j of each image (patches with
+    ``ignore_index`` left out), the AUC of the score for "i and j carry the same label", averaged over images:
+    ``affinity_auc`` over all pairs, ``affinity_thing_auc`` over pairs with at least one thing patch (chance 0.5,
+    a perfect grouping 1.0)."""
+    if affinity.dim() != 3 or affinity.shape[1] != affinity.shape[2] or affinity.shape[:2] != labels.shape:
+        raise ValueError(f'affinity (N, P, P) and labels (N, P) expected, got {tuple(affinity.shape)} and '
+                         f'{tuple(labels.shape)}')
+    sym = (affinity + affinity.transpose(1, 2)).float().cpu().numpy() / 2
+    labels = labels.cpu().numpy()
+    rows, cols = np.triu_indices(labels.shape[1], k=1)
+    all_auc, thing_auc = [], []
+    for a, y in zip(sym, labels):
+        keep = (y[rows] != ignore_index) & (y[cols] != ignore_index)
+        r, c = rows[keep], cols[keep]
+        scores, same = a[r, c], y[r] == y[c]
+        all_auc.append(_auc(scores, same))
+        thing = (y[r] >= NUM_STUFF) | (y[c] >= NUM_STUFF)
+        thing_auc.append(_auc(scores[thing], same[thing]))
+    return dict(affinity_auc=float(np.nanmean(all_auc)), affinity_thing_auc=float(np.nanmean(thing_auc)))

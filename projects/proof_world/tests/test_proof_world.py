@@ -224,3 +224,36 @@ def test_pretrain_vfm_learns_and_loads_into_the_vfm_teacher(tiny_world, tmp_path
     assert tokens.shape == (2, 16, 32)
     again, _ = pretrain_vfm(tiny_world, **kwargs)
     assert again == path and read_report(again)['losses'] == losses
+
+
+def test_segment_affinity_auc_against_the_rank_definition():
+    """AUC = P(score of a same-label pair > score of a different-label pair), ties counting one half, per image;
+    ignored patches are left out and the thing AUC keeps only pairs with a thing patch."""
+    import itertools
+
+    import torch
+
+    from projects.proof_world.proof_world.probes import segment_affinity_auc
+    from projects.proof_world.proof_world.world import NUM_STUFF
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.tensor([[0, 0, 1, NUM_STUFF, NUM_STUFF, NUM_STUFF + 1, 255],
+                           [2, 2, 2, NUM_STUFF + 3, NUM_STUFF + 3, 0, 0]])
+    affinity = torch.randint(0, 4, (2, 7, 7), generator=gen).float()      # many ties
+
+    def brute(a, y, thing_only):
+        pairs = [(i, j) for i, j in itertools.combinations(range(len(y)), 2) if y[i] != 255 and y[j] != 255
+                 and (not thing_only or y[i] >= NUM_STUFF or y[j] >= NUM_STUFF)]
+        score = {p: float(a[p] + a[p[::-1]]) / 2 for p in pairs}
+        pos = [score[p] for p in pairs if y[p[0]] == y[p[1]]]
+        neg = [score[p] for p in pairs if y[p[0]] != y[p[1]]]
+        wins = sum((s > t) + 0.5 * (s == t) for s in pos for t in neg)
+        return wins / (len(pos) * len(neg))
+
+    result = segment_affinity_auc(affinity, labels)
+    for key, thing_only in (('affinity_auc', False), ('affinity_thing_auc', True)):
+        expected = sum(brute(a, y.tolist(), thing_only) for a, y in zip(affinity, labels)) / 2
+        assert abs(result[key] - expected) < 1e-9, key
+    perfect = torch.nn.functional.one_hot(labels.clamp(max=NUM_STUFF + 4), NUM_STUFF + 5).float()
+    assert segment_affinity_auc(perfect @ perfect.transpose(1, 2), labels)['affinity_auc'] == 1.0
+    with pytest.raises(ValueError, match='affinity'):
+        segment_affinity_auc(affinity[:, :3], labels)

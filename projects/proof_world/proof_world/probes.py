@@ -94,20 +94,22 @@ def patch_labels(labels: torch.Tensor, grid: int) -> torch.Tensor:
 @torch.no_grad()
 def patch_knn_accuracy(features_of: Callable[[torch.Tensor], torch.Tensor], world_root, grid: int,
                        train_scenes: int = 200, val_scenes: int = 100, k: int = 20, within_k: int = 8,
-                       batch_size: int = 32) -> Dict:
-    """k-NN patch classification on held-out scenes.
+                       batch_size: int = 32, val_offset: int = 0, from_labels: bool = False) -> Dict:
+    """k-NN patch classification on held-out scenes ``val_offset`` .. ``val_offset + val_scenes - 1``.
 
     ``features_of``: uint8 images (B, 3, H, W) -> patch features (B, grid * grid, C) (the tower's own
-    resizing and normalisation inside). Memory bank: the patches of ``train_scenes`` train scenes.
+    resizing and normalisation inside); with ``from_labels`` it reads the label maps (B, H, W) instead (a
+    teacher made of labels). Memory bank: the patches of ``train_scenes`` train scenes.
     """
-    def embed(split, limit):
-        data = load_split(world_root, split, limit)
-        feats = torch.cat([F.normalize(features_of(data.images[i:i + batch_size]).float(), dim=-1)
-                           for i in range(0, len(data.images), batch_size)])
-        return feats, patch_labels(data.labels, grid)
+    def embed(split, first, count):
+        data = load_split(world_root, split, first + count)
+        source = data.labels if from_labels else data.images
+        feats = torch.cat([F.normalize(features_of(source[i:i + batch_size]).float(), dim=-1)
+                           for i in range(first, len(source), batch_size)])
+        return feats, patch_labels(data.labels[first:], grid)
 
-    bank, bank_labels = (t.flatten(0, 1) for t in embed('train', train_scenes))
-    val_feats, val_labels = embed('val', val_scenes)
+    bank, bank_labels = (t.flatten(0, 1) for t in embed('train', 0, train_scenes))
+    val_feats, val_labels = embed('val', val_offset, val_scenes)
     within = within_image_neighbours(val_feats, val_labels, k=within_k)
     within.update(segment_affinity_auc(val_feats @ val_feats.transpose(1, 2), val_labels))
     queries, truth = val_feats.flatten(0, 1), val_labels.flatten()
@@ -122,7 +124,7 @@ def patch_knn_accuracy(features_of: Callable[[torch.Tensor], torch.Tensor], worl
     return dict(patch_accuracy=float((predicted == truth).float().mean()),
                 mean_class_accuracy=sum(per_class) / len(per_class),
                 thing_patch_accuracy=float((predicted[truth >= NUM_STUFF] == truth[truth >= NUM_STUFF]).float().mean()),
-                k=k, train_scenes=train_scenes, val_scenes=val_scenes, grid=grid, **within)
+                k=k, train_scenes=train_scenes, val_scenes=val_scenes, val_offset=val_offset, grid=grid, **within)
 
 
 def within_image_neighbours(features: torch.Tensor, labels: torch.Tensor, k: int = 8) -> Dict:

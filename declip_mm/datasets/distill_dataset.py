@@ -8,6 +8,8 @@ Per sample (uint8 tensors; normalisation happens on the device, in ``DistillData
     sd       (3, Ssd, Ssd)    the same geometry for the diffusion teacher (only if sd_size is set)
     boxes    (K, 4)           xyxy in student-view pixels, K <= max_regions grid cells
     crops    (K, 3, c, c)     each cell cut from the ORIGINAL image, longest side resized to c, centre-padded
+    vfm_labels (Sv, Sv)       int64 label map in the VFM view's geometry (nearest), padding = ``ignore_index``
+                              (only with ``label_dir``: for teachers that read labels, e.g. an oracle)
 
 The grid (rows m, cols n) is drawn uniformly from the 24 pairs m in 1..6, n in ceil(m/2)..min(2m, 6); its
 m*n cells are shuffled and at most ``max_regions`` kept. The draw depends only on (seed, epoch, index), so
@@ -58,7 +60,7 @@ def grid_boxes(rng: np.random.Generator, width: float, height: float, max_region
 
 @DATASETS.register_module()
 class DeCLIPDistillDataset(torch.utils.data.Dataset):
-    """Images from a folder (recursively) or a COCO json (labels unused), turned into distillation samples.
+    """Images from a folder (recursively) or a COCO json (its labels unused), turned into distillation samples.
 
     Args:
         img_dir: folder of images (with ``ann_file``: the folder the json's file names are relative to).
@@ -69,11 +71,17 @@ class DeCLIPDistillDataset(torch.utils.data.Dataset):
         sd_size: diffusion teacher input side (e.g. 512); None = no diffusion view.
         max_regions: at most this many grid cells per image (20).
         seed: base seed of the grid draws.
+        label_dir: optional folder of label maps (8- or 16-bit PNGs, one value per pixel) at the same relative
+            paths as the images with ``label_suffix``; each sample then carries ``vfm_labels``. Only a teacher
+            that reads labels uses them (the proof world's oracle); the paper's distillation is label-free.
+        label_suffix: file suffix of the label maps ('.png').
+        ignore_index: the label of padding pixels (255).
     """
 
     def __init__(self, img_dir: str, ann_file: Optional[str] = None, student_size: int = 560, student_patch: int = 16,
                  vfm_patch: int = 14, crop_size: int = 224, sd_size: Optional[int] = None, max_regions: int = 20,
-                 seed: int = 0, data_root: Optional[str] = None):
+                 seed: int = 0, data_root: Optional[str] = None, label_dir: Optional[str] = None,
+                 label_suffix: str = '.png', ignore_index: int = 255):
         root = Path(data_root) if data_root else Path('.')
         self.img_dir = root / img_dir
         if student_size % student_patch:
@@ -81,6 +89,15 @@ class DeCLIPDistillDataset(torch.utils.data.Dataset):
         self.files = self._list_files(root / ann_file if ann_file else None)
         if not self.files:
             raise FileNotFoundError(f'no images found in {self.img_dir}' + (f' for {ann_file}' if ann_file else ''))
+        self.label_files = None
+        if label_dir is not None:
+            self.label_files = [(root / label_dir / f.relative_to(self.img_dir)).with_suffix(label_suffix)
+                                for f in self.files]
+            missing = [str(f) for f in self.label_files if not f.is_file()]
+            if missing:
+                raise FileNotFoundError(f'{len(missing)} of {len(self.files)} label maps missing in {root / label_dir}, '
+                                        f'first {missing[0]} (label_dir mirrors img_dir, suffix {label_suffix})')
+        self.ignore_index = ignore_index
         self.student_size, self.crop_size, self.sd_size = student_size, crop_size, sd_size
         self.vfm_size = student_size // student_patch * vfm_patch
         self.max_regions, self.seed = max_regions, seed
@@ -148,7 +165,29 @@ class DeCLIPDistillDataset(torch.utils.data.Dataset):
                       img_path=str(self.files[index]))
         if self.sd_size:
             sample['sd'] = resize_and_pad(image, self.sd_size)
+        if self.label_files is not None:
+            sample['vfm_labels'] = self._labels(index, image.size)
         return sample
+
+    def _labels(self, index: int, image_size) -> torch.Tensor:
+        """The label map of image ``index`` in the VFM view's geometry: (Sv, Sv) int64, nearest resampling of the
+        pixel centres, padded right / bottom with ``ignore_index``."""
+        path = self.label_files[index]
+        labels = np.asarray(Image.open(path))
+        if labels.ndim != 2:
+            raise ValueError(f'label map {path} has shape {labels.shape}; expected one value per pixel (H, W)')
+        h, w = labels.shape
+        if (w, h) != tuple(image_size):
+            raise ValueError(f'label map {path} is {w}x{h}, its image {self.files[index]} is '
+                             f'{image_size[0]}x{image_size[1]}')
+        size = self.vfm_size
+        scale = size / max(w, h)
+        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+        ys = np.minimum(((np.arange(new_h) + 0.5) * h / new_h).astype(np.int64), h - 1)
+        xs = np.minimum(((np.arange(new_w) + 0.5) * w / new_w).astype(np.int64), w - 1)
+        out = np.full((size, size), self.ignore_index, dtype=np.int64)
+        out[:new_h, :new_w] = labels.astype(np.int64)[ys][:, xs]
+        return torch.from_numpy(out)
 
 
 @FUNCTIONS.register_module()
@@ -160,6 +199,7 @@ def declip_distill_collate(samples: Sequence[Dict]) -> Dict:
                  crops=torch.cat([s['crops'] for s in samples]),
                  keys=[s['key'] for s in samples],
                  skipped=torch.tensor([s['skipped'] for s in samples]))
-    if 'sd' in samples[0]:
-        batch['sd'] = torch.stack([s['sd'] for s in samples])
+    for view in ('sd', 'vfm_labels'):
+        if view in samples[0]:
+            batch[view] = torch.stack([s[view] for s in samples])
     return dict(inputs=batch)

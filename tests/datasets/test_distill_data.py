@@ -108,3 +108,52 @@ def test_coco_json_listing_and_errors(sample_root, tmp_path):
         DeCLIPDistillDataset(img_dir=str(tmp_path))
     with pytest.raises(ValueError, match='not a multiple of student_patch'):
         DeCLIPDistillDataset(img_dir=str(sample_root / 'photos'), student_size=100)
+
+
+def _write_pair(folder, name, image_hw, labels):
+    (folder / 'images' / name).parent.mkdir(parents=True, exist_ok=True)
+    (folder / 'labels' / name).parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (*image_hw, 3), dtype=np.uint8)).save(folder / 'images' / f'{name}.jpg')
+    Image.fromarray(labels).save(folder / 'labels' / f'{name}.png')
+
+
+def test_label_maps_follow_the_vfm_view_geometry(tmp_path):
+    """label_dir: each sample's vfm_labels is the label map resized like the VFM view (longest side, nearest at
+    pixel centres as PIL's NEAREST) and padded with ignore_index; 16-bit labels keep their values."""
+    rng = np.random.default_rng(1)
+    wide = rng.integers(0, 60000, (30, 40)).astype(np.uint16)            # 16-bit, landscape
+    tall = rng.integers(0, 20, (44, 22)).astype(np.uint8)                # 8-bit, portrait, in a subfolder
+    _write_pair(tmp_path, 'a', wide.shape, wide)
+    _write_pair(tmp_path, 'sub/b', tall.shape, tall)
+    ds = DeCLIPDistillDataset(data_root=str(tmp_path), img_dir='images', label_dir='labels', student_size=64,
+                              student_patch=16, vfm_patch=14, crop_size=32, ignore_index=255)
+    assert ds.vfm_size == 56
+    for sample, labels in ((ds[0], wide), (ds[1], tall)):
+        out = sample['vfm_labels']
+        assert out.shape == (56, 56) and out.dtype == torch.int64
+        h, w = labels.shape
+        new_w, new_h = round(w * 56 / max(w, h)), round(h * 56 / max(w, h))
+        want = np.asarray(Image.fromarray(labels.astype(np.int32), 'I').resize((new_w, new_h), Image.NEAREST))
+        np.testing.assert_array_equal(out[:new_h, :new_w].numpy(), want)
+        assert (out[new_h:] == 255).all() and (out[:, new_w:] == 255).all()
+        assert content_box(sample['vfm']) == (new_w, new_h)                # the view's own geometry
+    batch = declip_distill_collate([ds[0], ds[1]])['inputs']
+    assert batch['vfm_labels'].shape == (2, 56, 56) and int(batch['vfm_labels'].max()) == int(wide.max())
+    assert 'vfm_labels' not in declip_distill_collate([DeCLIPDistillDataset(
+        img_dir=str(tmp_path / 'images'), student_size=64, crop_size=32)[0]])['inputs']
+
+
+def test_label_map_errors_name_the_file(tmp_path):
+    _write_pair(tmp_path, 'a', (30, 40), np.zeros((30, 40), np.uint8))
+    _write_pair(tmp_path, 'b', (30, 40), np.zeros((31, 40), np.uint8))                 # wrong size
+    (tmp_path / 'images' / 'c.jpg').write_bytes((tmp_path / 'images' / 'a.jpg').read_bytes())   # no label map
+    with pytest.raises(FileNotFoundError, match=r'1 of 3 label maps missing .*c\.png'):
+        DeCLIPDistillDataset(data_root=str(tmp_path), img_dir='images', label_dir='labels', student_size=64)
+    (tmp_path / 'images' / 'c.jpg').unlink()
+    ds = DeCLIPDistillDataset(data_root=str(tmp_path), img_dir='images', label_dir='labels', student_size=64)
+    with pytest.raises(ValueError, match=r'b\.png is 40x31, its image .*b\.jpg is 40x30'):
+        ds[1]
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / 'labels' / 'a.png')       # RGB, not labels
+    with pytest.raises(ValueError, match=r'a\.png has shape \(30, 40, 3\)'):
+        ds[0]

@@ -77,7 +77,9 @@ class DeCLIPDistiller(BaseModel):
 
     Args:
         student (dict): DeCLIPViT config (its ``pretrained`` weights are also the CLIP teacher's).
-        vfm_teacher (dict): VFMTeacher config.
+        vfm_teacher (dict): VFMTeacher config (or any registered context teacher: a module with ``patch_size``
+            mapping its input to (B, h*w, C) tokens; it reads the ``vfm`` view unless its ``input_view`` names
+            another batch entry).
         diffusion_teacher (dict, optional): DiffusionTeacher config, or None (no SD completion). Defaults to None.
         context_loss (dict, optional): ContextDistillLoss config; None turns the term off (the content-only
             ablation, CLIPSelf-like). Defaults to ``dict(type='ContextDistillLoss')``.
@@ -136,6 +138,10 @@ class DeCLIPDistiller(BaseModel):
 
     def _build_caches(self, root: str, vfm_teacher: dict, diffusion_teacher: Optional[dict]) -> dict:
         """Teacher caches whose keys cover the config, the view normalisation and the weights' content."""
+        view = getattr(self.teachers['vfm'], 'input_view', 'vfm')
+        if view != 'vfm':
+            raise ValueError(f"teacher_cache keys targets by image content, but the context teacher reads '{view}', "
+                             'not the image; run it without teacher_cache')
         pre = self.data_preprocessor
         vfm_norm = [pre.vfm_mean.flatten().tolist(), pre.vfm_std.flatten().tolist()] \
             if hasattr(pre, 'vfm_mean') else type(pre).__name__
@@ -202,9 +208,10 @@ class DeCLIPDistiller(BaseModel):
         losses = {}
         vfm_tokens = None
         if self.context_loss is not None or self.rcc_loss is not None:
+            teacher_input = self._vfm_input(inputs)
             vfm_tokens = self._teacher_target(                                               # (B, hv*wv, C')
                 'vfm', inputs['keys'], 'x'.join(map(str, vfm_view.shape[-2:])),
-                lambda idx: self.teachers['vfm'](vfm_view[idx]))
+                lambda idx: self.teachers['vfm'](teacher_input[idx]))
         if self.context_loss is not None:
             # context: affinities on the VFM grid
             student_tokens = feats.context if self.context_features == 'context' else \
@@ -238,6 +245,16 @@ class DeCLIPDistiller(BaseModel):
             losses['loss_rcc'] = self.rcc_loss(cells, vfm_cells, counts)
         losses['data_skipped'] = inputs['skipped'].float().sum()
         return losses
+
+    def _vfm_input(self, inputs: dict) -> torch.Tensor:
+        """What the context teacher reads: the ``vfm`` view, or the batch entry its ``input_view`` names (e.g. an
+        oracle's ``vfm_labels``: the label maps in the VFM view's geometry, from the dataset's ``label_dir``)."""
+        view = getattr(self.teachers['vfm'], 'input_view', 'vfm')
+        if view not in inputs:
+            raise KeyError(f"the context teacher {type(self.teachers['vfm']).__name__} reads the batch entry '{view}', "
+                           f'which this batch lacks (it has {sorted(inputs)}); for label maps set the distillation '
+                           "dataset's label_dir")
+        return inputs[view]
 
     @staticmethod
     def _context_on_grid(context, grid, target_grid):

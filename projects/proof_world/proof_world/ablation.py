@@ -32,12 +32,15 @@ content of every input (CLIP and VFM weights, the world's annotations): a second
 The pieces: ``variants.py`` (the rows, their inputs and configs), ``running.py`` (distilling, evaluating, caching,
 ``run_ablation``) and ``reporting.py`` (table, plots, overlays). This module gathers their public names.
 """
-from .reporting import format_table, plot_losses, plot_miou, result_json, summary, write_overlays, write_report
+from .reporting import (checks, format_checks, format_table, plot_losses, plot_miou, result_json, summary,
+                        write_overlays, write_report)
 from .running import (CACHE_VERSION, AblationResult, DistillRun, build_models, distill, distill_key, evaluate,
-                      read_annotations, read_losses, record_boxes, run_ablation, world_digest)
+                      read_annotations, read_losses, record_boxes, run_ablation, run_teacher_ablation, world_digest)
+from .teachers import TEACHERS, PreparedTeacher, prepare_teacher, teacher_inputs, teacher_probe
 from .variants import CONFIG_DIR, REPO, VARIANT_BY_KEY, VARIANTS, ProofInputs, Variant, distill_config, prepare_inputs
 
-__all__ = ['AblationResult', 'CACHE_VERSION', 'CONFIG_DIR', 'DistillRun', 'ProofInputs', 'REPO', 'VARIANTS',
+__all__ = ['AblationResult', 'CACHE_VERSION', 'PreparedTeacher', 'TEACHERS', 'checks', 'format_checks',
+           'prepare_teacher', 'run_teacher_ablation', 'teacher_inputs', 'teacher_probe', 'CONFIG_DIR', 'DistillRun', 'ProofInputs', 'REPO', 'VARIANTS',
            'VARIANT_BY_KEY', 'Variant', 'build_models', 'distill', 'distill_config', 'distill_key', 'evaluate',
            'format_table', 'plot_losses', 'plot_miou', 'prepare_inputs', 'read_annotations', 'read_losses',
            'record_boxes', 'result_json', 'run_ablation', 'summary', 'world_digest', 'write_overlays', 'write_report']

@@ -1,57 +1,130 @@
-"""Reporting the ablation: the markdown table, the summary and results.json, the loss and mIoU plots, and the
-overlays (vanilla CLIP | DeCLIP | label) of held-out scenes (``write_report``)."""
+"""Reporting the ablation (``running.run_teacher_ablation``'s {teacher key or '-': AblationResult}): the markdown
+table (one row per variant and context teacher), the paper's checks stated as pass / fail, results.json, the loss
+and mIoU plots, and the overlays (vanilla CLIP | DeCLIP | label) of held-out scenes (``write_report``)."""
 import json
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .running import AblationResult, evaluate, read_annotations
-from .variants import VARIANT_BY_KEY, ProofInputs
+from .teachers import TEACHERS
+from .variants import VARIANT_BY_KEY, VARIANTS, ProofInputs
+
+Results = Dict[str, AblationResult]      # teacher key ('-': the rows without a teacher) -> its variants
 
 
-def format_table(result: AblationResult) -> str:
+def rows(results: Results) -> List[Tuple[str, str]]:
+    """(teacher key, variant key) of every row, in the order of ``VARIANTS`` then of the teachers run."""
+    order = {v.key: i for i, v in enumerate(VARIANTS)}
+    pairs = [(t, k) for t, result in results.items() for k in result.rows]
+    teachers = list(results)
+    return sorted(pairs, key=lambda p: (order[p[1]], teachers.index(p[0])))
+
+
+def stat(results: Results, teacher: str, variant: str, metric: str) -> Tuple[float, float, int]:
+    """(mean, std, number of seeds) of a row's metric."""
+    result = results[teacher]
+    mean, std = result.mean_std(variant, metric)
+    return mean, std, len(result.rows[variant])
+
+
+def find(results: Results, variant: str, teacher: Optional[str] = None) -> Optional[Tuple[str, str]]:
+    """The row of ``variant`` with ``teacher`` (teacher-free variants: their one row), or None."""
+    if not VARIANT_BY_KEY[variant].uses_teacher:
+        teacher = '-' if '-' in results else next((t for t in results if variant in results[t].rows), None)
+    return (teacher, variant) if teacher in results and variant in results[teacher].rows else None
+
+
+def format_table(results: Results) -> str:
     """Markdown table: mean ± std over seeds (training-free rows: one deterministic evaluation)."""
-    lines = ['| variant | evaluated in | seeds | mIoU | region top-1 (things) | region top-5 (things) |',
-             '|---|---|---|---|---|---|']
-    for key, rows in result.rows.items():
+    lines = ['| variant | context teacher | evaluated in | seeds | mIoU | region top-1 (things) | region top-5 (things) |',
+             '|---|---|---|---|---|---|---|']
+    for teacher, key in rows(results):
         v = VARIANT_BY_KEY[key]
 
         def cell(metric):
-            mean, std = result.mean_std(key, metric)
-            return f'{mean:.1f}' if len(rows) == 1 else f'{mean:.1f} ± {std:.1f}'
-        seeds = '-' if not v.distilled else str(len(rows))
-        lines.append(f'| {v.name} | `{v.eval_mode}` | {seeds} | {cell("mIoU")} | {cell("region_top1")} | '
+            mean, std, n = stat(results, teacher, key, metric)
+            return f'{mean:.1f}' if n == 1 else f'{mean:.1f} ± {std:.1f}'
+        name = TEACHERS[teacher].name if v.uses_teacher else '-'
+        seeds = '-' if not v.distilled else str(len(results[teacher].rows[key]))
+        lines.append(f'| {v.name} | {name} | `{v.eval_mode}` | {seeds} | {cell("mIoU")} | {cell("region_top1")} | '
                      f'{cell("region_top5")} |')
     return '\n'.join(lines)
 
 
-def summary(result: AblationResult) -> dict:
-    """The issue's target, checked: DeCLIP vs the best training-free baseline and vs content-only (mIoU)."""
-    free = [k for k in result.rows if not VARIANT_BY_KEY[k].distilled]
-    best_free = max(free, key=lambda k: result.mean_std(k, 'mIoU')[0]) if free else None
-    out = {}
-    if 'declip' in result.rows:
-        declip = result.mean_std('declip', 'mIoU')[0]
-        if best_free:
-            out['best_training_free'] = best_free
-            out['declip_minus_best_training_free'] = declip - result.mean_std(best_free, 'mIoU')[0]
-        if 'content_only' in result.rows:
-            out['declip_minus_content_only'] = declip - result.mean_std('content_only', 'mIoU')[0]
-        out['target_met'] = bool(out.get('declip_minus_best_training_free', -1) >= 5
-                                 and out.get('declip_minus_content_only', -1) > 0)
+def _beats(results, a, b, metric, sigmas: float = 0.0) -> Optional[bool]:
+    """Row a's mean above row b's by more than ``sigmas`` x the larger of their standard deviations."""
+    if a is None or b is None:
+        return None
+    ma, sa, _ = stat(results, *a, metric)
+    mb, sb, _ = stat(results, *b, metric)
+    return bool(ma - mb > sigmas * max(sa, sb))
+
+
+def checks(results: Results) -> List[dict]:
+    """The paper's first experiments and the issue's targets, per teacher, as pass / fail (None: rows missing)."""
+    out = []
+    teachers = [t for t in results if t != '-']
+    vanilla, content = find(results, 'vanilla'), find(results, 'content_only')
+    for t in teachers:
+        declip, joint = find(results, 'declip', t), find(results, 'joint', t)
+        sd = find(results, 'declip_sd', t)
+        name = TEACHERS[t].name
+        if vanilla and declip:
+            gain = stat(results, *declip, 'mIoU')[0] - stat(results, *vanilla, 'mIoU')[0]
+            out.append(dict(teacher=t, check=f'distilled >> vanilla (DeCLIP, {name}): +{gain:.1f} mIoU >= 5',
+                            passed=bool(gain >= 5)))
+        if joint and declip and content:
+            lost = _beats(results, content, joint, 'region_top1')
+            recovered = _beats(results, declip, joint, 'region_top1')
+            out.append(dict(teacher=t, check=f'decoupling recovers the region accuracy joint distillation loses '
+                            f'({name}): content-only > joint and DeCLIP > joint, region top-1',
+                            passed=None if lost is None else bool(lost and recovered)))
+        if sd and declip:
+            out.append(dict(teacher=t, check=f'SD-GSC adds on top ({name}): DeCLIP + SD-GSC > DeCLIP, mIoU',
+                            passed=_beats(results, sd, declip, 'mIoU')))
+        for other, label in ((content, 'content-only'), (joint, 'joint')):
+            if declip and other:
+                for metric in ('mIoU', 'region_top1'):
+                    strict = t == 'oracle'
+                    out.append(dict(teacher=t, check=f'DeCLIP ({name}) > {label}, {metric}'
+                                    + (' by > 3 std' if strict else ''),
+                                    passed=_beats(results, declip, other, metric, 3.0 if strict else 0.0)))
     return out
 
 
-def result_json(result: AblationResult) -> dict:
-    return dict(seeds=result.seeds, model_name=result.inputs.model_name, world_root=str(result.inputs.world_root),
-                class_names=result.inputs.class_names,
-                variants={k: dict(name=VARIANT_BY_KEY[k].name, eval_mode=VARIANT_BY_KEY[k].eval_mode,
-                                  config=VARIANT_BY_KEY[k].config, rows=rows,
-                                  mIoU=result.mean_std(k, 'mIoU'), region_top1=result.mean_std(k, 'region_top1'),
-                                  commands=[r.command for r in result.runs.get(k, [])])
-                          for k, rows in result.rows.items()},
-                summary=summary(result))
+def summary(results: Results) -> dict:
+    """DeCLIP against the best training-free baseline and content-only (mIoU), per teacher."""
+    free = [find(results, k) for k in ('vanilla', 'maskclip', 'csa')]
+    free = [f for f in free if f]
+    best_free = max(free, key=lambda r: stat(results, *r, 'mIoU')[0]) if free else None
+    content = find(results, 'content_only')
+    out = {}
+    for t in results:
+        declip = find(results, 'declip', t) if t != '-' else None
+        if declip is None:
+            continue
+        m = stat(results, *declip, 'mIoU')[0]
+        if best_free:
+            out[f'declip_minus_best_training_free[{t}]'] = m - stat(results, *best_free, 'mIoU')[0]
+        if content:
+            out[f'declip_minus_content_only[{t}]'] = m - stat(results, *content, 'mIoU')[0]
+    return out
+
+
+def result_json(results: Results, probes: Optional[Dict[str, dict]] = None) -> dict:
+    any_result = next(iter(results.values()))
+    return dict(seeds=any_result.seeds, model_name=any_result.inputs.model_name,
+                world_root=str(any_result.inputs.world_root), class_names=any_result.inputs.class_names,
+                rows=[dict(variant=k, teacher=t, name=VARIANT_BY_KEY[k].name, eval_mode=VARIANT_BY_KEY[k].eval_mode,
+                           config=VARIANT_BY_KEY[k].config, vfm_teacher=results[t].inputs.vfm_teacher,
+                           evaluations=results[t].rows[k], mIoU=stat(results, t, k, 'mIoU')[:2],
+                           region_top1=stat(results, t, k, 'region_top1')[:2],
+                           region_top5=stat(results, t, k, 'region_top5')[:2],
+                           commands=[r.command for r in results[t].runs.get(k, [])])
+                      for t, k in rows(results)],
+                checks=checks(results), summary=summary(results), teacher_probes=probes or {})
 
 
 # ---------------------------------------------------------------------------------------------- pictures
@@ -65,45 +138,62 @@ def _pyplot():
         return None
 
 
-def plot_losses(result: AblationResult, path: Path) -> Optional[Path]:
-    """One panel per loss term, one line per distilled variant (first seed). None without matplotlib."""
+def _label(teacher: str, variant: str) -> str:
+    v = VARIANT_BY_KEY[variant]
+    return v.name if not v.uses_teacher else f'{v.name} [{TEACHERS[teacher].name}]'
+
+
+def plot_losses(results: Results, path: Path, teacher: Optional[str] = None) -> Optional[Path]:
+    """One panel per loss term, one line per distilled row (first seed; only ``teacher``'s rows and the
+    teacher-free ones when given). None without matplotlib."""
     plt = _pyplot()
     if plt is None:
         return None
-    terms = sorted({t for runs in result.runs.values() for t in runs[0].losses if t != 'loss'}) + ['loss']
+    runs = [(t, k, r[0]) for t, res in results.items() for k, r in res.runs.items()
+            if teacher is None or t in (teacher, '-')]
+    if not runs:
+        return None
+    terms = sorted({term for _, _, run in runs for term in run.losses if term != 'loss'}) + ['loss']
     fig, axes = plt.subplots(1, len(terms), figsize=(3.2 * len(terms), 2.8), squeeze=False)
     for ax, term in zip(axes[0], terms):
-        for key, runs in result.runs.items():
-            values = runs[0].losses.get(term)
+        for t, k, run in runs:
+            values = run.losses.get(term)
             if values:
-                ax.plot(np.arange(1, len(values) + 1), values, label=VARIANT_BY_KEY[key].name, lw=1.2)
+                ax.plot(np.arange(1, len(values) + 1), values, label=_label(t, k), lw=1.2)
         ax.set_title(term, fontsize=9)
         ax.set_xlabel('iteration', fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0][-1].legend(fontsize=6, loc='upper right')
+    axes[0][-1].legend(fontsize=5, loc='upper right')
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)
 
 
-def plot_miou(result: AblationResult, path: Path) -> Optional[Path]:
-    """Bar chart of mIoU per variant (mean ± std over seeds, seeds as dots). None without matplotlib."""
+def plot_miou(results: Results, path: Path, metric: str = 'mIoU') -> Optional[Path]:
+    """Bars per variant, one per teacher (mean ± std over seeds, seeds as dots). None without matplotlib."""
     plt = _pyplot()
     if plt is None:
         return None
-    keys = list(result.rows)
-    means = [result.mean_std(k, 'mIoU')[0] for k in keys]
-    stds = [result.mean_std(k, 'mIoU')[1] for k in keys]
-    fig, ax = plt.subplots(figsize=(7, 3))
-    colours = ['#9e9e9e' if not VARIANT_BY_KEY[k].distilled else '#1f77b4' for k in keys]
-    colours = ['#d62728' if k.startswith('declip') else c for k, c in zip(keys, colours)]
-    ax.bar(range(len(keys)), means, yerr=stds, color=colours, capsize=3)
-    for i, k in enumerate(keys):
-        ax.scatter([i] * len(result.rows[k]), [r['mIoU'] for r in result.rows[k]], s=8, color='k', zorder=3)
-    ax.set_xticks(range(len(keys)))
-    ax.set_xticklabels([VARIANT_BY_KEY[k].name for k in keys], rotation=25, ha='right', fontsize=7)
-    ax.set_ylabel('mIoU (held-out scenes)', fontsize=8)
+    pairs = rows(results)
+    variants = list(dict.fromkeys(k for _, k in pairs))
+    teachers = [t for t in results if t != '-']
+    colours = {t: c for t, c in zip(teachers, ('#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b'))}
+    width = 0.8 / max(1, len(teachers))
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(variants)), 3.2))
+    for t, k in pairs:
+        i = variants.index(k)
+        uses = VARIANT_BY_KEY[k].uses_teacher
+        x = i + (teachers.index(t) - (len(teachers) - 1) / 2) * width if uses else i
+        mean, std, _ = stat(results, t, k, metric)
+        ax.bar(x, mean, width=width if uses else 0.5, yerr=std, capsize=2,
+               color=colours.get(t, '#9e9e9e') if uses else '#9e9e9e',
+               label=TEACHERS[t].name if uses and i == min(variants.index(kk) for tt, kk in pairs if tt == t) else None)
+        ax.scatter([x] * len(results[t].rows[k]), [r[metric] for r in results[t].rows[k]], s=5, color='k', zorder=3)
+    ax.set_xticks(range(len(variants)))
+    ax.set_xticklabels([VARIANT_BY_KEY[k].name for k in variants], rotation=25, ha='right', fontsize=7)
+    ax.set_ylabel(f'{metric} (held-out scenes)', fontsize=8)
+    ax.legend(fontsize=6, title='context teacher', title_fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -144,25 +234,37 @@ def write_overlays(inputs: ProofInputs, panels: Dict[str, Optional[str]], modes:
     return paths
 
 
-def write_report(result: AblationResult, out_dir: Path, overlay_scenes: int = 6, split: str = 'val',
-                 log: Callable[[str], None] = print) -> dict:
-    """results.json, table.md, losses.png, miou.png and overlays/ (vanilla CLIP | DeCLIP | label) in ``out_dir``.
-    Returns the paths written (plots are None without matplotlib)."""
+def write_report(results: Results, out_dir: Path, overlay_scenes: int = 6, split: str = 'val',
+                 probes: Optional[Dict[str, dict]] = None, log: Callable[[str], None] = print) -> dict:
+    """results.json, table.md, losses.png, miou.png, region_top1.png and overlays/ (vanilla CLIP | content only |
+    DeCLIP per teacher | label) in ``out_dir``. Returns the paths written (plots are None without matplotlib)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = format_table(result)
-    (out_dir / 'table.md').write_text(table + '\n')
-    (out_dir / 'results.json').write_text(json.dumps(result_json(result), indent=1))
+    table = format_table(results)
+    (out_dir / 'table.md').write_text(table + '\n\n' + format_checks(results) + '\n')
+    (out_dir / 'results.json').write_text(json.dumps(result_json(results, probes), indent=1, default=str))
     paths = dict(table=out_dir / 'table.md', results=out_dir / 'results.json')
-    paths['losses_plot'] = plot_losses(result, out_dir / 'losses.png') if result.runs else None
-    paths['miou_plot'] = plot_miou(result, out_dir / 'miou.png')
+    first = next((t for t in results if t != '-'), None)
+    paths['losses_plot'] = plot_losses(results, out_dir / 'losses.png', first)
+    paths['miou_plot'] = plot_miou(results, out_dir / 'miou.png')
+    paths['region_plot'] = plot_miou(results, out_dir / 'region_top1.png', 'region_top1')
     if paths['miou_plot'] is None:
         log('  matplotlib is not installed: no plots (the table and results.json hold the numbers)')
     paths['overlays'] = []
-    if overlay_scenes and 'declip' in result.runs:
-        panels = {'vanilla CLIP': None, 'DeCLIP (seed %d)' % result.runs['declip'][0].seed:
-                  result.runs['declip'][0].backbone}
-        modes = {'vanilla CLIP': 'vanilla', 'DeCLIP (seed %d)' % result.runs['declip'][0].seed: 'csa'}
-        paths['overlays'] = write_overlays(result.inputs, panels, modes, out_dir / 'overlays',
-                                           list(range(overlay_scenes)), split)
+    panels, modes = {'vanilla CLIP': None}, {'vanilla CLIP': 'vanilla'}
+    for t, k in [find(results, 'content_only')] + [find(results, 'declip', t) for t in results if t != '-']:
+        if (t, k) != (None, None) and k in results[t].runs:
+            run = results[t].runs[k][0]
+            title = f'{_label(t, k)} s{run.seed}'
+            panels[title], modes[title] = run.backbone, VARIANT_BY_KEY[k].eval_mode
+    if overlay_scenes and len(panels) > 1:
+        inputs = next(iter(results.values())).inputs
+        paths['overlays'] = write_overlays(inputs, panels, modes, out_dir / 'overlays', list(range(overlay_scenes)),
+                                           split)
     return paths
+
+
+def format_checks(results: Results) -> str:
+    """The checks as a markdown list: PASS / FAIL / n/a."""
+    marks = {True: 'PASS', False: 'FAIL', None: 'n/a'}
+    return '\n'.join(f'- **{marks[c["passed"]]}** {c["check"]}' for c in checks(results))

@@ -77,10 +77,13 @@ def _config_identity(cfg) -> dict:
 
 
 def distill_key(cfg, inputs: ProofInputs) -> str:
-    """Cache key: the resolved config and the content of the CLIP weights, the VFM weights and the world."""
+    """Cache key: the resolved config and the content of the CLIP weights, the VFM weights ('random': random or
+    label-made teachers, named by the config), the diffusion UNet's folder and the world."""
     vfm_ckpt = inputs.vfm_teacher.get('checkpoint')
+    sd = cfg.model.get('diffusion_teacher')
     return _sha(dict(version=CACHE_VERSION, config=_config_identity(cfg), clip=_file_digest(inputs.clip_checkpoint),
-                     vfm=_file_digest(vfm_ckpt) if vfm_ckpt else 'random', world=world_digest(inputs.world_root)))[:20]
+                     vfm=_file_digest(vfm_ckpt) if vfm_ckpt else 'random', world=world_digest(inputs.world_root),
+                     **({'sd': _file_digest(sd['folder'])} if sd else {})))[:20]
 
 
 def read_losses(work_dir: Path) -> Dict[str, List[float]]:
@@ -102,8 +105,9 @@ def distill(variant: Variant, inputs: ProofInputs, seed: int, cache_root: Path, 
     work_dir = Path(cache_root) / 'distill' / f'{variant.key}-seed{seed}-{key}'
     backbone = work_dir / 'declip_backbone_final.pth'
     losses_file = work_dir / 'losses.json'
-    command = ('python tools/train.py ' + str((CONFIG_DIR / variant.config).relative_to(REPO)) + ' --cfg-options '
-               + ' '.join(f'{k}={v}' for k, v in options.items()))
+    # the resolved config is written next to the run: the command that reproduces it whatever the options replaced
+    command = f'python tools/train.py {work_dir / "config.py"}  # {(CONFIG_DIR / variant.config).relative_to(REPO)} ' \
+              + 'with ' + ' '.join(f'{k}={v}' for k, v in _flatten_options(options).items())
     if backbone.is_file() and losses_file.is_file():
         return DistillRun(variant.key, seed, str(backbone), json.loads(losses_file.read_text()), True, 0.0, command)
 
@@ -116,6 +120,8 @@ def distill(variant: Variant, inputs: ProofInputs, seed: int, cache_root: Path, 
     cfg.log_processor = dict(type='LogProcessor', window_size=1, by_epoch=False)
     if progress:
         cfg.custom_hooks = list(cfg.custom_hooks) + [dict(type='ProgressBarHook', desc=f'{variant.key} s{seed}')]
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cfg.dump(str(work_dir / 'config.py'))
     start = time.time()
     runner = build_runner(cfg)
     runner.train()
@@ -126,6 +132,17 @@ def distill(variant: Variant, inputs: ProofInputs, seed: int, cache_root: Path, 
                                                        command=command), indent=1))
     _close_runner(runner)
     return DistillRun(variant.key, seed, str(backbone), losses, False, seconds, command)
+
+
+def _flatten_options(options: dict) -> dict:
+    """Dotted ``--cfg-options`` keys for display, dict values (a replaced teacher config) flattened."""
+    out = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            out.update(_flatten_options({f'{key}.{k}': v for k, v in value.items() if k != '_delete_'}))
+        else:
+            out[key] = value
+    return out
 
 
 def _close_runner(runner) -> None:
@@ -156,8 +173,10 @@ def build_models(inputs: ProofInputs, backbone: Optional[str], mode: str):
 
 
 def evaluate(inputs: ProofInputs, backbone: Optional[str], mode: str, split: str = 'val',
-             max_images: Optional[int] = None, keep: Sequence[int] = (), progress: Optional[str] = None) -> dict:
-    """mIoU (all classes) and region classification (thing boxes) of one backbone on a split.
+             max_images: Optional[int] = None, keep: Sequence[int] = (), progress: Optional[str] = None,
+             first_image: int = 0) -> dict:
+    """mIoU (all classes) and region classification (thing boxes) of one backbone on the scenes
+    ``first_image`` .. ``first_image + max_images - 1`` of a split (``keep`` indexes that range).
 
     Returns dict(mIoU, per_class_IoU, region_top1 (mean per-class top-1, things), region_top5, num_regions,
     predictions={index: (H, W) labels} for the indices in ``keep``)."""
@@ -167,7 +186,10 @@ def evaluate(inputs: ProofInputs, backbone: Optional[str], mode: str, split: str
     from declip_mm.apis import mean_iou, segment_image
     from declip_mm.evaluation.region_metric import RegionClassificationMetric
     segmentor, classifier = build_models(inputs, backbone, mode)
-    records = read_annotations(inputs.world_root, split)[:max_images]
+    records = read_annotations(inputs.world_root, split)[first_image:]
+    records = records[:max_images] if max_images else records
+    if not records:
+        raise ValueError(f'no {split} scenes from index {first_image} in {inputs.world_root}')
     thing_ids = {inputs.class_names.index(c) for c in inputs.thing_classes}
     metric = RegionClassificationMetric(topk=(1, 5))
     preds, gts, kept = [], [], {}
@@ -233,21 +255,23 @@ def _eval_cached(cache_root: Path, ident: dict, compute: Callable[[], dict]) -> 
 def run_ablation(inputs: ProofInputs, cache_root: Path, seeds: Sequence[int] = (0, 1, 2),
                  variants: Sequence[str] = tuple(v.key for v in VARIANTS), overrides: Optional[dict] = None,
                  split: str = 'val', max_images: Optional[int] = None, progress: bool = True,
-                 log: Callable[[str], None] = print) -> AblationResult:
-    """Distil every distilled variant once per seed (cached), evaluate every variant on ``split``.
+                 log: Callable[[str], None] = print, first_image: int = 0) -> AblationResult:
+    """Distil every distilled variant once per seed (cached), evaluate every variant on ``split`` (scenes
+    ``first_image`` .. ``first_image + max_images - 1``).
 
     Training-free variants have no randomness and are evaluated once."""
     result = AblationResult(inputs, list(seeds))
     clip_id = _file_digest(inputs.clip_checkpoint)
     eval_settings = dict(version=CACHE_VERSION, split=split, max_images=max_images, world=world_digest(inputs.world_root),
                          classes=inputs.class_names, things=inputs.thing_classes, templates=inputs.templates if isinstance(inputs.templates, str) else list(inputs.templates),
-                         clip=clip_id)
+                         clip=clip_id, **({'first_image': first_image} if first_image else {}))
     for key in variants:
         variant = VARIANT_BY_KEY[key]
         if not variant.distilled:
             row = _eval_cached(cache_root, dict(eval_settings, backbone=None, mode=variant.eval_mode),
                                lambda: evaluate(inputs, None, variant.eval_mode, split, max_images,
-                                                progress=f'eval {key}' if progress else None))
+                                                progress=f'eval {key}' if progress else None,
+                                                first_image=first_image))
             result.rows[key] = [row]
             log(f'  {variant.name:30s} mIoU {row["mIoU"]:5.1f}  region top-1 {row["region_top1"]:5.1f}')
             continue
@@ -257,10 +281,33 @@ def run_ablation(inputs: ProofInputs, cache_root: Path, seeds: Sequence[int] = (
             row = _eval_cached(cache_root, dict(eval_settings, backbone=_file_digest(run.backbone),
                                                 mode=variant.eval_mode),
                                lambda: evaluate(inputs, run.backbone, variant.eval_mode, split, max_images,
-                                                progress=f'eval {key} s{seed}' if progress else None))
+                                                progress=f'eval {key} s{seed}' if progress else None,
+                                                first_image=first_image))
             row = dict(row, seed=seed, seconds=run.seconds, cached=run.cached)
             result.rows[key].append(row)
             result.runs[key].append(run)
-            log(f'  {variant.name:30s} seed {seed}  mIoU {row["mIoU"]:5.1f}  region top-1 {row["region_top1"]:5.1f}'
+            log(f'  {variant.name:30s} {inputs.teacher:8s} seed {seed}  mIoU {row["mIoU"]:5.1f}  region top-1 {row["region_top1"]:5.1f}'
                 + ('  (cached)' if run.cached else f'  ({run.seconds:.0f} s)'))
     return result
+
+
+def run_teacher_ablation(inputs: ProofInputs, teachers: Sequence, cache_root: Path, seeds: Sequence[int] = (0, 1, 2),
+                         variants: Sequence[str] = tuple(v.key for v in VARIANTS), overrides: Optional[dict] = None,
+                         teacher_overrides: Optional[Dict[str, dict]] = None, **kwargs) -> Dict[str, AblationResult]:
+    """``run_ablation`` per context teacher (``teachers.PreparedTeacher``): the variants that read the teacher run
+    with each teacher; the others (training-free, content-only) once, under the key '-'. ``overrides``: the
+    ``--cfg-options`` of every run; ``teacher_overrides``: per teacher key, those chosen for it (e.g. its
+    context-loss weight), for the variants that read it. -> {'-' or teacher key: result}."""
+    from .teachers import teacher_inputs
+    if not teachers:
+        raise ValueError('run_teacher_ablation needs at least one teacher')
+    results = {}
+    free = [k for k in variants if not VARIANT_BY_KEY[k].uses_teacher]
+    if free:
+        results['-'] = run_ablation(teacher_inputs(inputs, teachers[0]), cache_root, seeds, free, overrides, **kwargs)
+    used = [k for k in variants if VARIANT_BY_KEY[k].uses_teacher]
+    for teacher in teachers if used else ():
+        options = dict(overrides or {}, **(teacher_overrides or {}).get(teacher.key, {}))
+        results[teacher.key] = run_ablation(teacher_inputs(inputs, teacher), cache_root, seeds, used, options,
+                                            **kwargs)
+    return results

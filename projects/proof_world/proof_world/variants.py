@@ -1,10 +1,11 @@
 """The ablation's variants and their inputs: which rows the table has (``VARIANTS``: a distillation config under
 ``projects/proof_world/configs/`` or a training-free mode), what every row is trained and evaluated on
-(``ProofInputs``, ``prepare_inputs``: the world, its pretrained CLIP and VFM), and each variant's resolved mmengine
-config (``distill_config``). Running them is ``running.py``; the table, plots and overlays are ``reporting.py``."""
-from dataclasses import dataclass
+(``ProofInputs``, ``prepare_inputs``: the world, its pretrained CLIP, the context teacher and the diffusion
+teacher), and each variant's resolved mmengine config (``distill_config``). The context teachers are
+``teachers.py``; running is ``running.py``; the table, plots and overlays are ``reporting.py``."""
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
@@ -18,6 +19,8 @@ class Variant:
     eval_mode: str
     config: Optional[str] = None
     description: str = ''
+    uses_teacher: bool = True        # reads the context teacher (False: content-only and the training-free rows)
+    uses_diffusion: bool = False     # completes the teacher's affinity with the diffusion teacher (SD-GSC)
 
     @property
     def distilled(self) -> bool:
@@ -25,11 +28,11 @@ class Variant:
 
 
 VARIANTS = (
-    Variant('vanilla CLIP', 'vanilla', 'vanilla', None, 'unmodified last block, no training'),
-    Variant('MaskCLIP', 'maskclip', 'maskclip', None, 'value path of the last block, no training'),
-    Variant('training-free csa', 'csa', 'csa', None, 'q-q + k-k attention in the last block, no training'),
+    Variant('vanilla CLIP', 'vanilla', 'vanilla', None, 'unmodified last block, no training', False),
+    Variant('MaskCLIP', 'maskclip', 'maskclip', None, 'value path of the last block, no training', False),
+    Variant('training-free csa', 'csa', 'csa', None, 'q-q + k-k attention in the last block, no training', False),
     Variant('content only (CLIPSelf-like)', 'content_only', 'csa', 'content-only_world-clip_proof-world.py',
-            'content loss only'),
+            'content loss only', False),
     Variant('joint, no decoupling', 'joint', 'csa', 'joint-no-decoupling_world-clip_world-vfm_proof-world.py',
             'content + context on the same dense features'),
     Variant('context only', 'context_only', 'csa', 'context-only_world-clip_world-vfm_proof-world.py',
@@ -38,6 +41,11 @@ VARIANTS = (
             'content on the dense map + context on q / k'),
     Variant('DeCLIP + RCC', 'declip_rcc', 'csa', 'declip-rcc_world-clip_world-vfm_proof-world.py',
             'DeCLIP + region correlation constraint'),
+    Variant('DeCLIP + SD-GSC', 'declip_sd', 'csa', 'declip-sd_world-clip_world-vfm_world-unet_proof-world.py',
+            "DeCLIP, the teacher's affinity completed by the world diffusion UNet's self-attention", uses_diffusion=True),
+    Variant('DeCLIP + SD-GSC + RCC', 'declip_sd_rcc', 'csa',
+            'declip-sd-rcc_world-clip_world-vfm_world-unet_proof-world.py', 'DeCLIP + SD-GSC + region correlation',
+            uses_diffusion=True),
 )
 VARIANT_BY_KEY = {v.key: v for v in VARIANTS}
 
@@ -48,7 +56,11 @@ class ProofInputs:
 
     world_root: the folder ``write_world`` wrote ({train,val}/{images,labels}, annotations.json).
     model_name: the open_clip model name of the world's CLIP; clip_checkpoint: its open_clip-format weights.
-    vfm_teacher: the VFMTeacher config ``pretrain_vfm`` returns.
+    vfm_teacher: the context teacher's config (``pretrain_vfm``'s VFMTeacher by default; ``teachers.py``).
+    teacher: the context teacher's key in ``teachers.TEACHERS`` ('infonce', the default label-free teacher).
+    teacher_dataset: extra distillation-dataset options the teacher needs (the oracle's ``label_dir``).
+    diffusion_teacher: the DiffusionTeacher config of the world UNet (``pretrain_diffusion``) and ``sd_size``, the
+        side of its view; None: the SD-GSC variants cannot run.
     class_names / thing_classes: the world's vocabulary (all classes; the object classes among them).
     templates: the prompt templates the text tower embeds class names with ('imagenet80': the segmentation
         protocol's 80 ImageNet prompts, as the world CLIP's zero-shot probe).
@@ -63,6 +75,10 @@ class ProofInputs:
     templates: Union[str, Sequence[str]] = 'imagenet80'
     image_size: int = 224
     ignore_index: int = 255
+    teacher: str = 'infonce'
+    teacher_dataset: Dict = field(default_factory=dict)
+    diffusion_teacher: Optional[Dict] = None
+    sd_size: Optional[int] = None
 
     def __post_init__(self):
         self.world_root = Path(self.world_root)
@@ -74,9 +90,10 @@ class ProofInputs:
 def prepare_inputs(world_root=None, n_train: int = 2000, n_val: int = 200, size: int = 128, world_seed: int = 0,
                    cache_dir: Optional[str] = None, clip_kwargs: Optional[dict] = None,
                    vfm_kwargs: Optional[dict] = None, progress: bool = True, clip_checkpoint: Optional[str] = None,
-                   vfm_checkpoint: Optional[str] = None) -> ProofInputs:
+                   vfm_checkpoint: Optional[str] = None, diffusion: bool = False) -> ProofInputs:
     """Write the world (idempotent) and pretrain its CLIP and VFM (cached by ``projects.proof_world.proof_world.pretrain``);
-    ``clip_checkpoint`` / ``vfm_checkpoint`` use weights pretrained before instead (default architectures)."""
+    ``clip_checkpoint`` / ``vfm_checkpoint`` use weights pretrained before instead (default architectures);
+    ``diffusion``: also the world diffusion UNet of the SD-GSC variants (``diffusion_pretrain.py``, cached)."""
     from .cache import default_world_root
     from .pretrain import CLIP_MODEL, pretrain_clip
     from .vfm_pretrain import pretrain_vfm
@@ -93,9 +110,14 @@ def prepare_inputs(world_root=None, n_train: int = 2000, n_val: int = 200, size:
         vfm_cfg = vfm_teacher_cfg(vfm_checkpoint)
     else:
         _, vfm_cfg = pretrain_vfm(root, cache_dir=cache_dir, progress=progress, **(vfm_kwargs or {}))
+    diffusion_cfg = None
+    if diffusion:
+        from .diffusion_pretrain import pretrain_diffusion
+        _, diffusion_cfg = pretrain_diffusion(root, cache_dir=cache_dir, progress=progress)
     return ProofInputs(world_root=root, model_name=clip_kwargs.get('model_name', CLIP_MODEL), clip_checkpoint=str(clip),
                        vfm_teacher=dict(vfm_cfg), class_names=list(CLASS_NAMES), thing_classes=list(THING_CLASSES),
-                       image_size=size, ignore_index=IGNORE)
+                       image_size=size, ignore_index=IGNORE, diffusion_teacher=diffusion_cfg,
+                       sd_size=size if diffusion else None)
 
 
 def distill_config(variant: Variant, inputs: ProofInputs, seed: int, overrides: Optional[dict] = None):
@@ -103,7 +125,7 @@ def distill_config(variant: Variant, inputs: ProofInputs, seed: int, overrides: 
     dotted keys as ``--cfg-options`` takes them)."""
     from mmengine.config import Config
 
-    from declip_mm.models.teachers.vfm import VFMTeacher
+    from declip_mm.registry import MODELS
     cfg = Config.fromfile(str(CONFIG_DIR / variant.config))
     vision = _vision_cfg(inputs.model_name)
     options = {
@@ -118,23 +140,24 @@ def distill_config(variant: Variant, inputs: ProofInputs, seed: int, overrides: 
         'train_dataloader.dataset.seed': seed,
         'randomness.seed': seed,
     }
-    options.update(_flatten('model.vfm_teacher', inputs.vfm_teacher))
+    # the teacher's config replaces the base config's whole (another type takes other arguments)
+    options['model.vfm_teacher'] = dict(inputs.vfm_teacher, _delete_=True)
+    options.update({f'train_dataloader.dataset.{k}': v for k, v in inputs.teacher_dataset.items()})
+    if variant.uses_diffusion:
+        if not inputs.diffusion_teacher or not inputs.sd_size:
+            raise ValueError(f"variant '{variant.key}' needs the world diffusion teacher (ProofInputs.diffusion_teacher "
+                             'and sd_size; prepare_inputs(diffusion=True))')
+        options['model.diffusion_teacher'] = dict(inputs.diffusion_teacher, _delete_=True)
+        options['train_dataloader.dataset.sd_size'] = inputs.sd_size
     options.update(overrides or {})
     cfg.merge_from_dict(options)
-    teacher = VFMTeacher(**{k: v for k, v in inputs.vfm_teacher.items() if k != 'type'})
+    teacher = MODELS.build(cfg.model.vfm_teacher)
     cfg.train_dataloader.dataset.vfm_patch = int(teacher.patch_size)
     # the cosine must end with the run, whatever max_iters an override set
     for sched in cfg.param_scheduler:
         if sched.get('type') == 'WarmupCosineLR':
             sched.end = cfg.train_cfg.max_iters
     return cfg, options
-
-
-def _flatten(prefix: str, value) -> dict:
-    """A nested dict as the dotted keys of ``--cfg-options``."""
-    if not isinstance(value, dict):
-        return {prefix: value}
-    return {k: v for key, item in value.items() for k, v in _flatten(f'{prefix}.{key}', item).items()}
 
 
 def _vision_cfg(model_name: str) -> dict:

@@ -149,16 +149,22 @@ def test_pretrain_sam_bad_inputs(tiny_world, tmp_path):
 
 @pytest.mark.slow
 def test_trained_teacher_groups_things_better_than_random_init(tmp_path):
-    """Within-image thing precision on held-out scenes: trained against the same architecture, random weights."""
+    """On held-out scenes, the trained teacher's patch neighbours (within-image thing precision) and affinities
+    (thing-pair AUC) follow the segments better than the same architecture with random weights. Measured with
+    this recipe, seeds 0-2 (1 thread, busy cores, about 50 s each): precision 0.252 / 0.245 / 0.256 against
+    0.211 / 0.194 / 0.203, AUC 0.820 / 0.832 / 0.833 against 0.767 / 0.755 / 0.775; the margin is half the
+    smallest gap."""
     from projects.proof_world.proof_world.cache import read_report
     root = world.write_world(tmp_path / 'world', n_train=60, n_val=20, size=64, seed=1, progress=False)
-    model = dict(TINY_MODEL, img_size=48)
-    path, _ = pretrain_sam(root, steps=60, batch_size=16, points=24, lr=2e-3, warmup=6, seed=0, progress=False,
-                           cache_dir=str(tmp_path / 'cache'), probe_scenes=None, selection_scenes=(0, 20),
-                           model_kwargs=model)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)        # one thread is faster than two on shared cores
+    try:
+        path, _ = pretrain_sam(root, steps=120, batch_size=16, points=32, lr=3e-3, warmup=10, seed=0, progress=False,
+                               cache_dir=str(tmp_path / 'cache'), probe_scenes=None, selection_scenes=(0, 20),
+                               model_kwargs=dict(TINY_MODEL, img_size=64))
+    finally:
+        torch.set_num_threads(threads)
     probe = read_report(path)['selection_probe']
-    trained, random = (probe[k]['within_image_thing_precision'] for k in ('trained', 'random_init'))
-    assert trained > random + MARGIN, (trained, random)
-
-
-MARGIN = 0.05
+    for key in ('within_image_thing_precision', 'affinity_thing_auc'):
+        trained, random = probe['trained'][key], probe['random_init'][key]
+        assert trained > random + 0.02, (key, trained, random)

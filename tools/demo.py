@@ -1,9 +1,10 @@
 """`make demo`: the package's main job on an embedded default.
 
 First, the proof of mechanism (docs/proof.md; ``--skip-proof`` skips it): a procedural world with
-known labels, a tiny CLIP and a label-free VFM pretrained on it, every DeCLIP ablation variant distilled through
-projects/proof_world/configs/ and evaluated on held-out scenes: the table, plots of the losses and of mIoU, and overlays
-(vanilla CLIP | DeCLIP | label). The first run trains everything (minutes on 2 cores); later runs read the cache.
+known labels, a tiny CLIP and a label-free VFM pretrained on it, the DeCLIP ablation's main variants distilled
+through projects/proof_world/configs/ with the label-free teacher and with an oracle teacher (the ground-truth
+segments), evaluated on held-out scenes: the table with the paper's checks, plots of the losses, mIoU and region
+accuracy, and overlays. The first run trains everything (minutes on 2 cores); later runs read the cache.
 
 Then the real photos:
 
@@ -62,29 +63,21 @@ def parse_args(argv=None):
 
 
 def run_proof(args, out: Path) -> None:
-    """The proof of mechanism: world, pretraining, distillation of every variant, evaluation, table, pictures."""
+    """The proof of mechanism, reduced (projects/proof_world/tools/run_ablation.py without --full): world,
+    pretraining, the context weight chosen per teacher on validation scenes, the label-free and the oracle teacher,
+    evaluation on held-out scenes, table with the paper's checks, pictures."""
     import declip_mm  # noqa: F401
-    from projects.proof_world.proof_world.ablation import format_table, prepare_inputs, run_ablation, summary, write_report
-    from projects.proof_world.proof_world.cache import proof_cache_dir
+    from projects.proof_world.proof_world.experiment import run_experiment
     start = time.time()
-    print('[proof 1/3] the procedural world, its CLIP and its label-free VFM (cached after the first run) ...',
-          flush=True)
-    inputs = prepare_inputs(cache_dir=args.proof_cache)
-    print(f'[proof 2/3] distilling every variant (seeds {args.proof_seeds}) and evaluating on held-out scenes ...',
-          flush=True)
-    result = run_ablation(inputs, proof_cache_dir(args.proof_cache), args.proof_seeds, max_images=100)  # as docs/proof.md
-    print('[proof 3/3] table, plots and overlays ...', flush=True)
-    paths = write_report(result, out / 'proof')
-    print('\n' + format_table(result) + '\n')
-    facts = summary(result)
-    if 'declip_minus_best_training_free' in facts:
-        print(f"  DeCLIP - best training-free ({facts['best_training_free']}): "
-              f"{facts['declip_minus_best_training_free']:+.1f} mIoU; DeCLIP - content only: "
-              f"{facts.get('declip_minus_content_only', float('nan')):+.1f} mIoU")
-    plots = [str(p) for p in (paths['losses_plot'], paths['miou_plot']) if p]
-    print(f"  overlays (vanilla CLIP | DeCLIP | label): {out / 'proof' / 'overlays'}\n  plots: "
-          f"{', '.join(plots) or 'none (matplotlib missing)'}\n  proof done in {time.time() - start:.0f} s "
-          '(docs/proof.md explains the world, the protocol and what it shows)\n', flush=True)
+    print('[proof] DeCLIP in the procedural world (docs/proof.md; the full table: '
+          'projects/proof_world/tools/run_ablation.py --full)', flush=True)
+    experiment = run_experiment(out / 'proof', seeds=args.proof_seeds, cache_dir=args.proof_cache,
+                                log=lambda line: print(line, flush=True))
+    paths = experiment.paths
+    plots = [str(p) for p in (paths['losses_plot'], paths['miou_plot'], paths['region_plot']) if p]
+    print(f"  overlays (vanilla CLIP | content only | DeCLIP per teacher | label): {out / 'proof' / 'overlays'}\n"
+          f"  plots: {', '.join(plots) or 'none (matplotlib missing)'}\n  proof done in {time.time() - start:.0f} s "
+          '(docs/proof.md explains the world, the teachers, the protocol and what it shows)\n', flush=True)
 
 
 def distil_tiny(out: Path) -> Path:

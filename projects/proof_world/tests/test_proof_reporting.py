@@ -1,0 +1,59 @@
+"""The ablation report on hand-made results: rows per (variant, teacher), the paper's checks as pass / fail."""
+from pathlib import Path
+
+import pytest
+
+from projects.proof_world.proof_world.reporting import checks, format_checks, format_table, rows, summary
+from projects.proof_world.proof_world.running import AblationResult
+from projects.proof_world.proof_world.variants import ProofInputs
+
+
+def _result(teacher, values):
+    """values: variant -> list of (mIoU, region top-1) per seed."""
+    inputs = ProofInputs(world_root=Path('.'), model_name='m', clip_checkpoint='c', vfm_teacher={}, class_names=['a'],
+                         thing_classes=['a'], teacher=teacher)
+    result = AblationResult(inputs, [0, 1, 2])
+    for key, seeds in values.items():
+        result.rows[key] = [dict(mIoU=m, region_top1=r, region_top5=r + 40) for m, r in seeds]
+    return result
+
+
+@pytest.fixture
+def results():
+    return {'-': _result('oracle', {'vanilla': [(2.0, 1.0)], 'content_only': [(18.0, 20.0), (18.2, 20.4), (18.1, 20.2)]}),
+            'oracle': _result('oracle', {'joint': [(19.0, 14.0), (19.2, 14.4), (19.1, 14.2)],
+                                         'declip': [(21.0, 24.0), (21.2, 24.4), (21.1, 24.2)],
+                                         'declip_sd': [(21.0, 24.0), (21.1, 24.0), (21.2, 24.0)]}),
+            'infonce': _result('infonce', {'joint': [(19.0, 14.0)] * 3, 'declip': [(17.0, 12.0), (17.5, 12.5), (17.2, 12.2)]})}
+
+
+def test_rows_follow_the_variant_order_then_the_teachers(results):
+    assert rows(results) == [('-', 'vanilla'), ('-', 'content_only'), ('oracle', 'joint'), ('infonce', 'joint'),
+                             ('oracle', 'declip'), ('infonce', 'declip'), ('oracle', 'declip_sd')]
+    table = format_table(results).splitlines()
+    assert table[2].startswith('| vanilla CLIP | - | `vanilla` | - | 2.0 | 1.0 |')
+    assert '| DeCLIP | oracle (labels) | `csa` | 3 | 21.1 ± 0.1 | 24.2 ± 0.2 |' in table[6]
+
+
+def test_checks_pass_and_fail_where_the_numbers_say(results):
+    got = {(c['teacher'], c['check'].split(':')[0].split(',')[0]): c['passed'] for c in checks(results)}
+    assert got[('oracle', 'distilled >> vanilla (DeCLIP')] is True
+    assert got[('oracle', 'decoupling recovers the region accuracy joint distillation loses (oracle (labels))')] is True
+    assert got[('infonce', 'decoupling recovers the region accuracy joint distillation loses '
+                '(label-free InfoNCE)')] is False
+    assert got[('oracle', 'SD-GSC adds on top (oracle (labels))')] is False        # 21.1 vs 21.1
+    strict = [c for c in checks(results) if c['teacher'] == 'oracle' and '3 std' in c['check']]
+    assert len(strict) == 4 and all(c['passed'] for c in strict)                # gaps of ~3 and ~4 over std 0.1-0.2
+    assert '**PASS**' in format_checks(results) and '**FAIL**' in format_checks(results)
+    facts = summary(results)
+    assert facts['declip_minus_content_only[oracle]'] == pytest.approx(3.0)
+    assert facts['declip_minus_best_training_free[infonce]'] == pytest.approx(17.2333 - 2.0, abs=1e-3)
+
+
+def test_three_standard_deviations_are_required_of_the_oracle(results):
+    results['oracle'].rows['declip'] = [(18.0, 24.0), (21.0, 24.4), (24.3, 24.2)]            # mean 21.1, std 2.6
+    results['oracle'].rows['declip'] = [dict(mIoU=m, region_top1=r, region_top5=0) for m, r in
+                                        results['oracle'].rows['declip']]
+    passed = {c['check']: c['passed'] for c in checks(results) if c['teacher'] == 'oracle'}
+    assert passed['DeCLIP (oracle (labels)) > content-only, mIoU by > 3 std'] is False
+    assert passed['DeCLIP (oracle (labels)) > content-only, region_top1 by > 3 std'] is True

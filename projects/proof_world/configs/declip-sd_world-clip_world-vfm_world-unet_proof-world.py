@@ -4,4 +4,5 @@
 # the ablation fills in model.diffusion_teacher and the dataset's sd_size from its output.
 _base_ = ['./_base_/distill_proof-world.py']
 model = dict(diffusion_teacher=dict(_delete_=True, type='DiffusionTeacher', folder=None, timestep=100))
-train_dataloader = dict(dataset=dict(sd_size=128))
+# the UNet's own side: 32 px (the 128 px scene shrunk 4x; its 16 x 16 attention level is the VFM grid)
+train_dataloader = dict(dataset=dict(sd_size=32))

@@ -187,41 +187,18 @@ def _teacher_kwargs() -> Dict:
     return {k: v for k, v in diffusion_teacher_cfg('').items() if k not in ('type', 'folder')}
 
 
-def pair_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
-    """ROC AUC of (P,) scores for (P,) bool targets (Mann-Whitney, ties counted half); nan without both kinds."""
-    n_pos = int(positive.sum())
-    n_neg = positive.numel() - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float('nan')
-    values, inverse, counts = torch.unique(scores.double(), return_inverse=True, return_counts=True)
-    first = torch.cumsum(counts, 0) - counts                          # 0-based rank of each value's first copy
-    ranks = (first + (counts + 1) / 2.0)[inverse]                    # 1-based average ranks
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _mean_pair_auc(affinity: torch.Tensor, labels: torch.Tensor) -> Tuple[float, int]:
-    """(B, N, N) affinities (symmetrised here), (B, N) labels -> mean over images of the pairs' AUC, images used."""
-    upper = torch.triu_indices(labels.shape[1], labels.shape[1], offset=1)
-    aucs = []
-    for a, y in zip(affinity, labels):
-        s = (a + a.t())[upper[0], upper[1]]
-        auc = pair_auc(s, y[upper[0]] == y[upper[1]])
-        if auc == auc:
-            aucs.append(auc)
-    return sum(aucs), len(aucs)
-
-
 @torch.no_grad()
 def attention_grouping(teacher, world_root, scenes: Tuple[int, int] = (100, 200), vfm=None,
                        vfm_size: int = 128, grid: int = GRID, batch_size: int = 20) -> Dict:
-    """AUC of A_sd (and, with a ``VFMTeacher`` ``vfm``, of S_vfm and A_sd @ S_vfm) for same-label patch pairs.
+    """AUC of A_sd (and, with a ``VFMTeacher`` ``vfm``, of S_vfm and A_sd @ S_vfm) for same-label patch pairs
+    (``probes.segment_affinity_auc``, the mean over images).
 
     ``teacher``: a ``DiffusionTeacher``, fed the val scenes ``scenes`` (start, stop) at its UNet's ``sample_size``
     in [-1, 1]; ``vfm`` is fed them at ``vfm_size`` px, ImageNet-normalised. Labels: ``probes.patch_labels``.
     """
     from declip_mm.models.losses import complete_with_diffusion, cosine_matrix
     from declip_mm.models.teachers.vfm import IMAGENET_MEAN, IMAGENET_STD
-    from .probes import patch_labels
+    from .probes import patch_labels, segment_affinity_auc
     data = load_split(world_root, 'val', scenes[1])
     images, labels = data.images[scenes[0]:], patch_labels(data.labels[scenes[0]:], grid)
     size = teacher.unet.config.sample_size
@@ -238,9 +215,8 @@ def attention_grouping(teacher, world_root, scenes: Tuple[int, int] = (100, 200)
             s_vfm = cosine_matrix(vfm((vx - mean) / std))
             parts.update(vfm=s_vfm, completed=complete_with_diffusion(s_vfm, a_sd))
         for name, affinity in parts.items():
-            total, count = _mean_pair_auc(affinity, y)
-            totals[name][0] += total
-            totals[name][1] += count
+            totals[name][0] += segment_affinity_auc(affinity, y)['affinity_auc'] * len(y)
+            totals[name][1] += len(y)
     out = {f'{name}_auc': total / count for name, (total, count) in totals.items() if count}
     return dict(out, scenes=list(scenes), images=totals['diffusion'][1], grid=grid,
                 layers=list(teacher.layer_names), timestep=teacher.timestep)

@@ -252,8 +252,9 @@ def write_report(results: Results, out_dir: Path, overlay_scenes: int = 6, split
         log('  matplotlib is not installed: no plots (the table and results.json hold the numbers)')
     paths['overlays'] = []
     panels, modes = {'vanilla CLIP': None}, {'vanilla CLIP': 'vanilla'}
-    for t, k in [find(results, 'content_only')] + [find(results, 'declip', t) for t in results if t != '-']:
-        if (t, k) != (None, None) and k in results[t].runs:
+    found = [find(results, 'content_only')] + [find(results, 'declip', t) for t in results if t != '-']
+    for t, k in [row for row in found if row is not None]:
+        if k in results[t].runs:
             run = results[t].runs[k][0]
             title = f'{_label(t, k)} s{run.seed}'
             panels[title], modes[title] = run.backbone, VARIANT_BY_KEY[k].eval_mode

@@ -110,14 +110,14 @@ def prepare_inputs(world_root=None, n_train: int = 2000, n_val: int = 200, size:
         vfm_cfg = vfm_teacher_cfg(vfm_checkpoint)
     else:
         _, vfm_cfg = pretrain_vfm(root, cache_dir=cache_dir, progress=progress, **(vfm_kwargs or {}))
-    diffusion_cfg = None
+    diffusion_cfg, sd_size = None, None
     if diffusion:
-        from .diffusion_pretrain import pretrain_diffusion
+        from .diffusion_pretrain import DIFFUSION_SIZE, pretrain_diffusion
         _, diffusion_cfg = pretrain_diffusion(root, cache_dir=cache_dir, progress=progress)
+        sd_size = DIFFUSION_SIZE
     return ProofInputs(world_root=root, model_name=clip_kwargs.get('model_name', CLIP_MODEL), clip_checkpoint=str(clip),
                        vfm_teacher=dict(vfm_cfg), class_names=list(CLASS_NAMES), thing_classes=list(THING_CLASSES),
-                       image_size=size, ignore_index=IGNORE, diffusion_teacher=diffusion_cfg,
-                       sd_size=size if diffusion else None)
+                       image_size=size, ignore_index=IGNORE, diffusion_teacher=diffusion_cfg, sd_size=sd_size)
 
 
 def distill_config(variant: Variant, inputs: ProofInputs, seed: int, overrides: Optional[dict] = None):

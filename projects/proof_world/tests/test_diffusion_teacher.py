@@ -6,21 +6,13 @@ import torch
 
 from declip_mm.models import DiffusionTeacher
 from projects.proof_world.proof_world import world
-from projects.proof_world.proof_world.diffusion_pretrain import (attention_grouping, pair_auc, pretrain_diffusion,
+from projects.proof_world.proof_world.diffusion_pretrain import (attention_grouping, pretrain_diffusion,
                                                                  read_diffusion_report)
 
 
 @pytest.fixture(scope='module')
 def tiny_world(tmp_path_factory):
     return world.write_world(tmp_path_factory.mktemp('world'), n_train=6, n_val=4, size=64, seed=3)
-
-
-def test_pair_auc_counts_ties_half():
-    assert pair_auc(torch.tensor([0.1, 0.2, 0.8, 0.9]), torch.tensor([False, False, True, True])) == 1.0
-    assert pair_auc(torch.tensor([0.5, 0.5, 0.5]), torch.tensor([True, False, False])) == 0.5
-    assert pair_auc(torch.tensor([0.9, 0.2, 0.1]), torch.tensor([False, True, False])) == 0.5
-    assert pair_auc(torch.tensor([0.1, 0.2]), torch.tensor([True, True])) != pair_auc(torch.tensor([0.0]),
-                                                                                      torch.tensor([True]))  # nan
 
 
 def test_pretrain_diffusion_writes_a_loadable_cached_folder(tiny_world, tmp_path):

@@ -57,3 +57,25 @@ def test_three_standard_deviations_are_required_of_the_oracle(results):
     passed = {c['check']: c['passed'] for c in checks(results) if c['teacher'] == 'oracle'}
     assert passed['DeCLIP (oracle (labels)) > content-only, mIoU by > 3 std'] is False
     assert passed['DeCLIP (oracle (labels)) > content-only, region_top1 by > 3 std'] is True
+
+
+def test_run_ablation_defaults_full_and_reduced():
+    import importlib.util
+
+    from projects.proof_world.proof_world.experiment import (CHOSEN_CONTEXT_WEIGHT, CONTEXT_WEIGHTS, DEMO_TEACHERS,
+                                                             DEMO_VARIANTS, FULL_TEACHERS)
+    from projects.proof_world.proof_world.variants import VARIANTS
+    path = Path(__file__).resolve().parents[1] / 'tools' / 'run_ablation.py'
+    spec = importlib.util.spec_from_file_location('run_ablation_tool', path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    full = tool.parse_args(['--full'])
+    assert full.teachers == list(FULL_TEACHERS) and full.seeds == [0, 1, 2]
+    assert full.variants == [v.key for v in VARIANTS] and full.select_weights == list(CONTEXT_WEIGHTS)
+    reduced = tool.parse_args([])
+    assert reduced.teachers == list(DEMO_TEACHERS) and reduced.variants == list(DEMO_VARIANTS)
+    assert reduced.select_weights == [CHOSEN_CONTEXT_WEIGHT] and reduced.seeds == [0, 1]
+    assert tool.parse_args(['--full', '--context-weight', '1.0']).select_weights == [1.0]
+    assert tool.parse_args(['--select-weights']).select_weights == []
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--teachers', 'clip'])

@@ -3,8 +3,8 @@ diffusion UNet for SD-GSC) -> every variant distilled through projects/proof_wor
 with every teacher -> held-out mIoU and region accuracy, table with the paper's checks, plots, overlays. Everything
 is cached (world, towers, distilled backbones, evaluations): a second run trains nothing.
 
-The context-loss weight is chosen per teacher on held-out scenes 100-199 (``--select-weights``); the table is
-measured on scenes 0-99 (``proof_world/experiment.py``).
+With ``--full`` the context-loss weight is chosen per teacher on held-out scenes 100-199 (``--select-weights``);
+without, the weight it chose is used. The table is measured on scenes 0-99 (``proof_world/experiment.py``).
 
     python projects/proof_world/tools/run_ablation.py --full            # every variant, teacher and seed (docs/proof.md)
     python projects/proof_world/tools/run_ablation.py                   # the reduced set `make demo` runs
@@ -25,8 +25,8 @@ def parse_args(argv=None):
     from mmengine.config import DictAction
 
     from projects.proof_world.proof_world.ablation import TEACHERS, VARIANTS
-    from projects.proof_world.proof_world.experiment import (CONTEXT_WEIGHTS, DEMO_TEACHERS, DEMO_VARIANTS,
-                                                             FULL_TEACHERS)
+    from projects.proof_world.proof_world.experiment import (CHOSEN_CONTEXT_WEIGHT, CONTEXT_WEIGHTS, DEMO_TEACHERS,
+                                                             DEMO_VARIANTS, FULL_TEACHERS)
     p = argparse.ArgumentParser(description='DeCLIP proof-of-mechanism ablation in the procedural world')
     p.add_argument('--out', default=str(REPO / 'outputs' / 'proof'), help='table, results.json, plots, overlays')
     p.add_argument('--world', default=None, help='world folder (default: in the proof cache, from the sizes below)')
@@ -43,9 +43,10 @@ def parse_args(argv=None):
     p.add_argument('--seeds', type=int, nargs='+', default=None, help='default 0 1 (--full: 0 1 2)')
     p.add_argument('--variants', nargs='+', default=None, choices=[v.key for v in VARIANTS],
                    help=f'default {" ".join(DEMO_VARIANTS)} (--full: all)')
-    p.add_argument('--select-weights', type=float, nargs='*', default=list(CONTEXT_WEIGHTS),
+    p.add_argument('--select-weights', type=float, nargs='*', default=None,
                    help='context-loss weights tried per teacher on held-out scenes 100-199 (DeCLIP, seed 0); the '
-                   "best by mIoU + region top-1 is used for that teacher; none given: the configs' 0.25")
+                   f"best by mIoU + region top-1 is used for that teacher (--full: {' '.join(map(str, CONTEXT_WEIGHTS))}; "
+                   f"otherwise {CHOSEN_CONTEXT_WEIGHT}, what --full chose); none given: the configs' 0.25")
     p.add_argument('--context-weight', type=float, default=None,
                    help='use this context-loss weight with every teacher (no selection; the variants without a '
                    'context loss are unchanged)')
@@ -56,6 +57,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.context_weight is not None:
         args.select_weights = [args.context_weight]
+    elif args.select_weights is None:
+        args.select_weights = list(CONTEXT_WEIGHTS) if args.full else [CHOSEN_CONTEXT_WEIGHT]
     args.teachers = args.teachers or list(FULL_TEACHERS if args.full else DEMO_TEACHERS)
     args.seeds = args.seeds or ([0, 1, 2] if args.full else [0, 1])
     args.variants = args.variants or ([v.key for v in VARIANTS] if args.full else list(DEMO_VARIANTS))

@@ -14,7 +14,12 @@ joint, no decoupling     content + context loss on the SAME dense features      
 context only             context loss on q / k only                                  ``csa``
 DeCLIP                   content on the dense map + context on q / k                 ``csa``
 DeCLIP + RCC             DeCLIP + region correlation constraint                      ``csa``
+DeCLIP + SD-GSC          DeCLIP, the teacher's affinity completed by the world UNet  ``csa``
+DeCLIP + SD-GSC + RCC    both                                                        ``csa``
 =======================  ==========================================================  ================
+
+Every variant that reads a context teacher runs with each teacher of ``teachers.TEACHERS`` asked for
+(``running.run_teacher_ablation``); the others once.
 
 Every distilled variant trains the same decoupled ``csa`` student and is evaluated the way the authors run
 DeCLIP checkpoints for training-free segmentation: in the mode it was distilled in (``csa``), attention scale

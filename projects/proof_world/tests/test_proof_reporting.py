@@ -36,27 +36,29 @@ def test_rows_follow_the_variant_order_then_the_teachers(results):
 
 
 def test_checks_pass_and_fail_where_the_numbers_say(results):
-    got = {(c['teacher'], c['check'].split(':')[0].split(',')[0]): c['passed'] for c in checks(results)}
-    assert got[('oracle', 'distilled >> vanilla (DeCLIP')] is True
-    assert got[('oracle', 'decoupling recovers the region accuracy joint distillation loses (oracle (labels))')] is True
-    assert got[('infonce', 'decoupling recovers the region accuracy joint distillation loses '
-                '(label-free InfoNCE)')] is False
-    assert got[('oracle', 'SD-GSC adds on top (oracle (labels))')] is False        # 21.1 vs 21.1
-    strict = [c for c in checks(results) if c['teacher'] == 'oracle' and '3 std' in c['check']]
-    assert len(strict) == 4 and all(c['passed'] for c in strict)                # gaps of ~3 and ~4 over std 0.1-0.2
-    assert '**PASS**' in format_checks(results) and '**FAIL**' in format_checks(results)
+    got = {(c['kind'], c['teacher']): c['passed'] for c in checks(results)}
+    assert got[('distilled', 'oracle')] is True and got[('distilled', 'infonce')] is True
+    assert got[('recovers', 'oracle')] is True            # content 20.2 > joint 14.2 and DeCLIP 24.2 > joint
+    assert got[('recovers', 'infonce')] is False          # DeCLIP 12.2 < joint 14.0
+    assert got[('sd_adds', 'oracle')] is False            # 21.1 vs 21.1
+    assert ('sd_adds', 'infonce') not in got              # no SD row for that teacher
+    for kind in ('content_mIoU', 'content_region_top1', 'joint_mIoU', 'joint_region_top1'):
+        assert got[(kind, 'oracle')] is True, kind        # gaps of 2-10 over standard deviations of 0.1-0.2
+    assert got[('content_mIoU', 'infonce')] is False
+    table = format_checks(results).splitlines()
+    assert table[0] == '| check | oracle (labels) | label-free InfoNCE |'
+    assert any(line.startswith('| SD-GSC adds on top') and line.endswith('| FAIL | - |') for line in table)
+    assert '| PASS (+3.0, > 3 std asked) |' in format_checks(results)
     facts = summary(results)
     assert facts['declip_minus_content_only[oracle]'] == pytest.approx(3.0)
     assert facts['declip_minus_best_training_free[infonce]'] == pytest.approx(17.2333 - 2.0, abs=1e-3)
 
 
 def test_three_standard_deviations_are_required_of_the_oracle(results):
-    results['oracle'].rows['declip'] = [(18.0, 24.0), (21.0, 24.4), (24.3, 24.2)]            # mean 21.1, std 2.6
-    results['oracle'].rows['declip'] = [dict(mIoU=m, region_top1=r, region_top5=0) for m, r in
-                                        results['oracle'].rows['declip']]
-    passed = {c['check']: c['passed'] for c in checks(results) if c['teacher'] == 'oracle'}
-    assert passed['DeCLIP (oracle (labels)) > content-only, mIoU by > 3 std'] is False
-    assert passed['DeCLIP (oracle (labels)) > content-only, region_top1 by > 3 std'] is True
+    results['oracle'].rows['declip'] = [dict(mIoU=m, region_top1=r, region_top5=0)
+                                        for m, r in [(18.0, 24.0), (21.0, 24.4), (24.3, 24.2)]]   # mIoU std 2.6
+    passed = {c['kind']: c['passed'] for c in checks(results) if c['teacher'] == 'oracle'}
+    assert passed['content_mIoU'] is False and passed['content_region_top1'] is True
 
 
 def test_run_ablation_defaults_full_and_reduced():

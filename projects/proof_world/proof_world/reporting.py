@@ -283,7 +283,7 @@ def write_report(results: Results, out_dir: Path, overlay_scenes: int = 6, split
     for t, k in [row for row in found if row is not None]:
         if k in results[t].runs:
             run = results[t].runs[k][0]
-            title = f'{_label(t, k)} s{run.seed}'
+            title = (f'DeCLIP, {t}' if VARIANT_BY_KEY[k].uses_teacher else 'content only') + f' s{run.seed}'
             panels[title], modes[title] = run.backbone, VARIANT_BY_KEY[k].eval_mode
     if overlay_scenes and len(panels) > 1:
         inputs = next(iter(results.values())).inputs

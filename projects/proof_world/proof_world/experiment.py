@@ -79,9 +79,15 @@ def run_experiment(out: Path, teachers: Sequence[str] = DEMO_TEACHERS, variants:
     if diffusion:
         log(f"      diffusion UNet {inputs.diffusion_teacher['folder']}")
     chosen, tried = {}, {}
+    if len(weights) == 1:
+        log(f'[2/4] context-loss weight {weights[0]} for every teacher (what run_ablation.py --full chose on held-out '
+            f'scenes {SELECTION_SCENES[0]}-{sum(SELECTION_SCENES) - 1})')
+    elif not weights:
+        log("[2/4] context-loss weight: the configs' own")
     if weights and any(VARIANT_BY_KEY[k].uses_teacher for k in variants):
-        log(f'[2/4] the context-loss weight per teacher, chosen on held-out scenes {SELECTION_SCENES[0]}-'
-            f'{sum(SELECTION_SCENES) - 1} (DeCLIP, seed 0, mIoU + region top-1) ...')
+        if len(weights) > 1:
+            log(f'[2/4] the context-loss weight per teacher, chosen on held-out scenes {SELECTION_SCENES[0]}-'
+                f'{sum(SELECTION_SCENES) - 1} (DeCLIP, seed 0, mIoU + region top-1) ...')
         chosen, tried = select_context_weight(inputs, prepared, cache, weights, options, progress, log)
     log(f'[3/4] {len(variants)} variants x {len(prepared)} teachers, seeds {list(seeds)}, measured on held-out '
         f'scenes {TEST_SCENES[0]}-{sum(TEST_SCENES) - 1} ...')

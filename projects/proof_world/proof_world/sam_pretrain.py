@@ -23,7 +23,6 @@ precision 0.529 (random init 0.455; the InfoNCE teacher of vfm_pretrain.py 0.546
 (0.851), affinity AUC 0.969 / thing-pair AUC 0.896 (0.951 / 0.869), and k-NN thing patch accuracy 0.269 (0.393:
 as with the InfoNCE teacher, cross-image classes are not what it learns; here it never sees a class at all).
 """
-import copy
 import time
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
@@ -35,8 +34,8 @@ import torch.nn.functional as F
 from .cache import cached_paths, publish, save_with_report
 from .data import load_split
 from .training import cosine_lr, progress_bar
-from .vfm_pretrain import (VFM_ARCH, VFM_MODEL_KWARGS, DenseContrastiveHead, _square_boxes, sample_tokens,
-                           timm_to_official_dinov2, two_views, vfm_teacher_cfg)
+from .vfm_pretrain import (VFM_ARCH, VFM_MODEL_KWARGS, DenseContrastiveHead, sample_tokens, timm_to_official_dinov2,
+                           two_views, vfm_teacher_cfg)
 from .world import IGNORE, read_world_params
 
 SAM_TRAINING_VERSION = 1    # bump with any change here (or in the helpers it imports) that alters the weights
@@ -68,33 +67,9 @@ def segment_maps(labels: torch.Tensor, ignore: int = IGNORE) -> torch.Tensor:
 
 def views_with_segments(images: torch.Tensor, segments: torch.Tensor, rng: np.random.Generator, out_size: int,
                         points: int, min_area: float = 0.35):
-    """``two_views`` plus the segment id (B, P) at each of its points (nearest pixel of ``segments`` (B, H, W)).
-
-    ``two_views`` does not return its image points, so they are replayed from a copy of ``rng`` (its crop and
-    point draws) and checked against the view grids it returns; a mismatch (``two_views`` changed) raises.
-    """
+    """``two_views`` plus the segment id (B, P) at each of its points (nearest pixel of ``segments`` (B, H, W))."""
     b, _, h, w = images.shape
-    replay = copy.deepcopy(rng)
-    views, grids = two_views(images, rng, out_size, points, min_area)
-    boxes = [_square_boxes(replay, b, h, min_area) for _ in range(2)]
-    for _ in range(20):
-        lo, hi = np.maximum(boxes[0][:, :2], boxes[1][:, :2]), np.minimum(boxes[0][:, 2:], boxes[1][:, 2:])
-        bad = ((hi - lo) < 0.25 * h).any(1)
-        if not bad.any():
-            break
-        boxes[1][bad] = _square_boxes(replay, int(bad.sum()), h, min_area)
-    else:
-        boxes[1][bad] = boxes[0][bad]
-    lo, hi = np.maximum(boxes[0][:, :2], boxes[1][:, :2]), np.minimum(boxes[0][:, 2:], boxes[1][:, 2:])
-    pts = lo[:, None] + replay.uniform(0, 1, (b, points, 2)) * (hi - lo)[:, None]
-    for box, grid in zip(boxes, grids):     # the replay must give two_views' own points (up to its x flip)
-        rel = (pts - box[:, None, :2]) / (box[:, None, 2:] - box[:, None, :2]) * 2 - 1
-        g = grid.double().numpy()
-        same = np.isclose(g, rel, atol=1e-4).all((1, 2))
-        flipped = np.isclose(g[..., 0], -rel[..., 0], atol=1e-4).all(1) & np.isclose(g[..., 1], rel[..., 1],
-                                                                                      atol=1e-4).all(1)
-        if not (same | flipped).all():
-            raise RuntimeError('views_with_segments: the replayed points differ from two_views\' (was it changed?)')
+    views, grids, pts = two_views(images, rng, out_size, points, min_area, return_points=True)
     xs = np.clip(np.floor(pts[..., 0]), 0, w - 1).astype(np.int64)
     ys = np.clip(np.floor(pts[..., 1]), 0, h - 1).astype(np.int64)
     ids = segments[torch.arange(b)[:, None], torch.from_numpy(ys), torch.from_numpy(xs)]

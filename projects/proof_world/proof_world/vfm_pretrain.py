@@ -69,9 +69,11 @@ def _square_boxes(rng: np.random.Generator, n: int, size: int, min_area: float) 
     return np.stack([x0, y0, x0 + sides, y0 + sides], 1)
 
 
-def two_views(images: torch.Tensor, rng: np.random.Generator, out_size: int, points: int, min_area: float = 0.35):
+def two_views(images: torch.Tensor, rng: np.random.Generator, out_size: int, points: int, min_area: float = 0.35,
+              return_points: bool = False):
     """uint8 (B, 3, H, W) -> two views (B, 3, S, S) in 0..1 and the point coordinates (B, P, 2) of the same image
-    points in each view, in grid_sample's [-1, 1] (x, y) convention."""
+    points in each view, in grid_sample's [-1, 1] (x, y) convention; with ``return_points`` also the points in
+    image pixels (B, P, 2) (x, y) (for labels at the points: sam_pretrain)."""
     from torchvision.ops import roi_align
     b, _, h, _ = images.shape
     boxes = [_square_boxes(rng, b, h, min_area) for _ in range(2)]
@@ -105,7 +107,7 @@ def two_views(images: torch.Tensor, rng: np.random.Generator, out_size: int, poi
         view = view + torch.from_numpy(rng.normal(0, 1, view.shape) * rng.uniform(0, 0.03, (b, 1, 1, 1))).float()
         views.append(view.clamp(0, 1))
         grids.append(torch.from_numpy(rel * 2 - 1).float())
-    return views, grids
+    return (views, grids, pts) if return_points else (views, grids)
 
 
 class DenseContrastiveHead(nn.Module):

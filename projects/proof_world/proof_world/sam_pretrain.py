@@ -23,7 +23,6 @@ precision 0.529 (random init 0.455; the InfoNCE teacher of vfm_pretrain.py 0.546
 (0.851), affinity AUC 0.969 / thing-pair AUC 0.896 (0.951 / 0.869), and k-NN thing patch accuracy 0.269 (0.393:
 as with the InfoNCE teacher, cross-image classes are not what it learns; here it never sees a class at all).
 """
-import time
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 
 from .cache import cached_paths, publish, save_with_report
 from .data import load_split
-from .training import cosine_lr, progress_bar
+from .training import cosine_lr, optimise
 from .vfm_pretrain import (VFM_ARCH, VFM_MODEL_KWARGS, DenseContrastiveHead, sample_tokens, timm_to_official_dinov2,
                            two_views, vfm_teacher_cfg)
 from .world import IGNORE, read_world_params
@@ -163,26 +162,16 @@ def pretrain_sam(world_root, out_path=None, steps: int = 400, batch_size: int = 
     scale = int(segments.max()) + 1         # global group id = scene index * scale + segment id
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / 255
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) / 255
-    losses = []
-    start = time.perf_counter()
     model.train()
-    bar = progress_bar(steps, 'pretrain SAM-like', progress)
-    for step in range(steps):
+
+    def loss_of_step(step: int) -> torch.Tensor:
         index = torch.from_numpy(rng.choice(len(images), batch_size, replace=len(images) < batch_size))
         views, grids, ids = views_with_segments(images[index], segments[index], rng, size, points)
         groups = torch.where(ids > 0, index[:, None].long() * scale + ids.long(), torch.full_like(ids.long(), -1))
         z = torch.cat([head(sample_tokens(model, (v - mean) / std, g)) for v, g in zip(views, grids)])
-        loss = supervised_contrastive(z, torch.cat([groups.flatten()] * 2), temperature)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(head.parameters()), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        bar.update()
-        bar.set_postfix(loss=f'{losses[-1]:.3f}')
-    bar.close()
-    train_seconds = time.perf_counter() - start
+        return supervised_contrastive(z, torch.cat([groups.flatten()] * 2), temperature)
+    losses, train_seconds = optimise(steps, loss_of_step, list(model.parameters()) + list(head.parameters()),
+                                     optimizer, scheduler, 'pretrain SAM-like', progress)
     state_dict = timm_to_official_dinov2({k: v.detach() for k, v in model.state_dict().items()})
     report = dict(recipe=recipe, world=read_world_params(world_root), losses=losses, train_seconds=train_seconds,
                   threads=torch.get_num_threads())

@@ -30,7 +30,6 @@ with a zero CLS row), so ``VFMTeacher(arch='dinov2_vits14_reg', checkpoint=path,
 through timm's own ``checkpoint_filter_fn``, exactly as it loads the torch-hub DINOv2 files.
 """
 import math
-import time
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -41,7 +40,7 @@ from torch import nn
 
 from .data import load_split
 from .cache import cached_paths, publish, save_with_report
-from .training import cosine_lr, progress_bar
+from .training import cosine_lr, optimise
 from .world import read_world_params
 
 VFM_ARCH = 'dinov2_vits14_reg'
@@ -210,26 +209,16 @@ def pretrain_vfm(world_root, out_path=None, steps: int = 400, batch_size: int = 
     images = load_split(world_root, 'train').images
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / 255
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) / 255
-    losses = []
-    start = time.perf_counter()
     model.train()
-    bar = progress_bar(steps, 'pretrain VFM', progress)
-    for step in range(steps):
+
+    def loss_of_step(step: int) -> torch.Tensor:
         batch = images[rng.choice(len(images), batch_size, replace=len(images) < batch_size)]
         views, grids = two_views(batch, rng, size, points)
         z1, z2 = (head(sample_tokens(model, (v - mean) / std, g)) for v, g in zip(views, grids))
-        loss = dense_infonce(z1, z2, temperature) if objective == 'infonce' else \
+        return dense_infonce(z1, z2, temperature) if objective == 'infonce' else \
             dense_swapped_prediction(z1, z2, head.prototypes, temperature)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(head.parameters()), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        bar.update()
-        bar.set_postfix(loss=f'{losses[-1]:.3f}')
-    bar.close()
-    train_seconds = time.perf_counter() - start
+    losses, train_seconds = optimise(steps, loss_of_step, list(model.parameters()) + list(head.parameters()),
+                                     optimizer, scheduler, 'pretrain VFM', progress)
     state_dict = timm_to_official_dinov2({k: v.detach() for k, v in model.state_dict().items()})
     report = dict(recipe=recipe, world=read_world_params(world_root), losses=losses, train_seconds=train_seconds,
                   threads=torch.get_num_threads())

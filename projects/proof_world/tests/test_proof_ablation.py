@@ -71,6 +71,8 @@ def test_distillation_lowers_every_loss(proof):
 
 @pytest.mark.slow
 def test_declip_dense_features_beat_the_untrained_ones_on_held_out_scenes(proof):
+    """The margin (1 mIoU) is below the spread over seeds: distillation seeds 0, 1, 2 of this reduced pipeline gave
+    16.9, 16.5, 16.6 mIoU against 11.8 untrained (gaps 4.7-5.1), measured 2026-12-06."""
     inputs, run, _ = proof
     untrained = evaluate(inputs, None, 'csa')
     distilled = evaluate(inputs, run.backbone, 'csa')

@@ -198,4 +198,7 @@ def segment_affinity_auc(affinity: torch.Tensor, labels: torch.Tensor, ignore_in
         all_auc.append(_auc(scores, same))
         thing = (y[r] >= NUM_STUFF) | (y[c] >= NUM_STUFF)
         thing_auc.append(_auc(scores[thing], same[thing]))
-    return dict(affinity_auc=float(np.nanmean(all_auc)), affinity_thing_auc=float(np.nanmean(thing_auc)))
+    def mean(values):        # nan when no image has both kinds of pairs (e.g. no thing in a tiny world)
+        values = [v for v in values if v == v]
+        return float(np.mean(values)) if values else float('nan')
+    return dict(affinity_auc=mean(all_auc), affinity_thing_auc=mean(thing_auc))

@@ -30,7 +30,6 @@ the target much worse: A_sd is diffuse, so A_sd @ S_vfm averages S_vfm's rows ov
 import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 
 from .cache import cache_key, proof_cache_dir
 from .data import load_split
-from .training import cosine_lr, progress_bar
+from .training import cosine_lr, optimise
 from .world import read_world_params
 
 DIFFUSION_TRAINING_VERSION = 1    # bump with any change here or in data.py that alters the trained weights
@@ -140,27 +139,17 @@ def pretrain_diffusion(world_root, out_path=None, steps: int = 120, batch_size: 
                            align_corners=False) * 2 - 1                                  # (N, 3, S, S) in [-1, 1]
     optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=weight_decay)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, steps, warmup))
-    losses = []
-    start = time.perf_counter()
     unet.train()
-    bar = progress_bar(steps, 'pretrain diffusion', progress)
-    for _ in range(steps):
+
+    def loss_of_step(step: int) -> torch.Tensor:
         x0 = x0_all[rng.choice(len(x0_all), batch_size, replace=len(x0_all) < batch_size)]
         flip = torch.from_numpy(rng.random(batch_size) < 0.5)
         x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         noise = torch.randn_like(x0)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,))
-        loss = F.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
-        losses.append(float(loss.detach()))
-        bar.update()
-        bar.set_postfix(loss=f'{losses[-1]:.3f}')
-    bar.close()
-    train_seconds = time.perf_counter() - start
+        return F.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
+    losses, train_seconds = optimise(steps, loss_of_step, list(unet.parameters()), optimizer, lr_schedule,
+                                     'pretrain diffusion', progress)
     report = dict(recipe=recipe, world=read_world_params(world_root), losses=losses, train_seconds=train_seconds,
                   steps_per_second=steps / train_seconds, threads=torch.get_num_threads(), cpu=_cpu_name())
     tmp = folder.with_name(folder.name + '.tmp')

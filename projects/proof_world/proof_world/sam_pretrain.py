@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from .cache import cached_paths, publish, save_with_report
 from .data import load_split
 from .training import cosine_lr, optimise
-from .vfm_pretrain import (VFM_ARCH, VFM_MODEL_KWARGS, DenseContrastiveHead, sample_tokens, timm_to_official_dinov2,
-                           two_views, vfm_teacher_cfg)
+from .vfm_pretrain import (VFM_ARCH, VFM_MODEL_KWARGS, DenseContrastiveHead, sample_tokens, teacher_adamw,
+                           timm_to_official_dinov2, two_views, vfm_teacher_cfg)
 from .world import IGNORE, read_world_params
 
 SAM_TRAINING_VERSION = 1    # bump with any change here (or in the helpers it imports) that alters the weights
@@ -152,10 +152,7 @@ def pretrain_sam(world_root, out_path=None, steps: int = 400, batch_size: int = 
     model = timm.create_model(VFM_ARCHS[arch], pretrained=False, num_classes=0, **model_kwargs)
     size = model.patch_embed.img_size[0]
     head = DenseContrastiveHead(model.embed_dim)
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or 'token' in n or 'pos_embed' in n]
-    decay = [p for n, p in model.named_parameters() if not (p.ndim < 2 or 'token' in n or 'pos_embed' in n)]
-    optimizer = torch.optim.AdamW([dict(params=no_decay + list(head.parameters()), weight_decay=0.0),
-                                   dict(params=decay, weight_decay=weight_decay)], lr=lr)
+    optimizer = teacher_adamw(model, head, lr, weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, steps, warmup))
     train = load_split(world_root, 'train')
     images, segments = train.images, segment_maps(train.labels)

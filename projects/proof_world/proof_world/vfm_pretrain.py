@@ -162,6 +162,18 @@ def dense_infonce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tor
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
+def teacher_adamw(model: nn.Module, head: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW for a teacher ViT and its projection head: no weight decay on the head, biases, norms, tokens and
+    position table; ``weight_decay`` on the ViT's other weights."""
+    def no_decay(name, p):
+        return p.ndim < 2 or 'token' in name or 'pos_embed' in name
+    return torch.optim.AdamW(
+        [dict(params=[p for n, p in model.named_parameters() if no_decay(n, p)] + list(head.parameters()),
+              weight_decay=0.0),
+         dict(params=[p for n, p in model.named_parameters() if not no_decay(n, p)], weight_decay=weight_decay)],
+        lr=lr)
+
+
 def vfm_teacher_cfg(checkpoint, arch: str = VFM_ARCH, model_kwargs: Optional[Dict] = None) -> Dict:
     """The distiller's ``vfm_teacher`` config for a pretrained proof VFM."""
     return dict(type='VFMTeacher', arch=arch, checkpoint=str(checkpoint), dtype='fp32',
@@ -200,11 +212,7 @@ def pretrain_vfm(world_root, out_path=None, steps: int = 400, batch_size: int = 
     model = timm.create_model(VFM_ARCHS[arch], pretrained=False, num_classes=0, **model_kwargs)
     size = model.patch_embed.img_size[0]
     head = DenseContrastiveHead(model.embed_dim)
-    params = [dict(params=[p for n, p in model.named_parameters() if p.ndim < 2 or 'token' in n or 'pos_embed' in n]
-                   + list(head.parameters()), weight_decay=0.0),
-              dict(params=[p for n, p in model.named_parameters()
-                           if not (p.ndim < 2 or 'token' in n or 'pos_embed' in n)], weight_decay=weight_decay)]
-    optimizer = torch.optim.AdamW(params, lr=lr)
+    optimizer = teacher_adamw(model, head, lr, weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, steps, warmup))
     images = load_split(world_root, 'train').images
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / 255
